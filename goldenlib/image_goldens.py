@@ -1,0 +1,76 @@
+"""Image-pipeline goldens: run the reference with a trace, cross-check every stage with HF."""
+
+import numpy as np
+
+import reference
+from reference.preprocess import IMAGE_STAGES
+
+from .cases import IMAGE_CASES
+
+DEFAULTS = {"min_pixels": reference.MIN_PIXELS, "max_pixels": reference.MAX_PIXELS}
+
+
+def case_params(case):
+    return {**DEFAULTS, **case.params}
+
+
+def image_stage_tensors(images, trace):
+    """Flatten a preprocess trace into golden tensors: ``stage`` for one image, ``stage.{i}`` for several."""
+    tensors = {}
+    for stage in IMAGE_STAGES:
+        values = [trace[stage]] if len(images) == 1 else trace[stage]
+        for index, value in enumerate(values):
+            tensors[stage if len(images) == 1 else f"{stage}.{index}"] = value
+    tensors["pixel_values"] = trace["pixel_values"]
+    tensors["image_grid_thw"] = trace["image_grid_thw"]
+    return tensors
+
+
+def run_reference(case):
+    images = case.images()
+    trace = {}
+    reference.preprocess(images if len(images) > 1 else images[0], trace=trace, **case.params)
+    return images, image_stage_tensors(images, trace)
+
+
+def crosscheck(case, images, tensors):
+    """Max abs difference of every stage against HF / Pillow; all must be exactly 0."""
+    from hfcheck.hf_image import hf_preprocess, hf_stages
+
+    params = case_params(case)
+    hf = hf_preprocess(images, params["min_pixels"], params["max_pixels"])
+    diffs = {}
+    for key in ("pixel_values", "image_grid_thw"):
+        diffs[key] = _max_diff(hf[key], tensors[key])
+    for index, image in enumerate(images):
+        suffix = "" if len(images) == 1 else f".{index}"
+        resized_hw = tensors["resized" + suffix].shape[:2]
+        for stage, value in hf_stages(image, resized_hw, reference.OPENAI_CLIP_MEAN, reference.OPENAI_CLIP_STD).items():
+            diffs[stage + suffix] = _max_diff(value, tensors[stage + suffix])
+    return diffs
+
+
+def _max_diff(expected, actual):
+    expected, actual = np.asarray(expected), np.asarray(actual)
+    if expected.shape != actual.shape:
+        return float("inf")
+    if expected.size == 0:
+        return 0.0
+    return float(np.max(np.abs(expected.astype(np.float64) - actual.astype(np.float64))))
+
+
+def image_metadata(case):
+    from hfcheck.hf_image import versions
+
+    return {
+        "case": case.name,
+        "kind": "image",
+        "description": case.description,
+        "params": case_params(case),
+        "versions": versions(),
+        "hf_crosscheck": "transformers.Qwen2VLImageProcessorPil (PIL backend) + PIL.Image.resize BICUBIC",
+        "stages": list(IMAGE_STAGES) + ["pixel_values", "image_grid_thw"],
+    }
+
+
+__all__ = ["IMAGE_CASES", "run_reference", "crosscheck", "image_metadata", "case_params"]

@@ -1,0 +1,156 @@
+"""Golden files: one safetensors file per case, a manifest of sha256, atomic replacement.
+
+A golden file holds every stage of one case as a named tensor, and its description in
+the safetensors header metadata (strings only: structured values are JSON-encoded).
+``MANIFEST.json`` lists each file's sha256 and size; readers verify it before use.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import safetensors.numpy
+
+GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
+MANIFEST = "MANIFEST.json"
+FORMAT_VERSION = "1"
+# Hand-written files of golden/ that a regeneration carries over unchanged.
+KEPT_FILES = ("README.md",)
+
+
+class GoldenIntegrityError(RuntimeError):
+    """A golden file is missing, altered, or not listed in the manifest."""
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_case(folder, name, tensors, metadata):
+    """Write ``name.safetensors``; metadata values that are not strings are JSON-encoded."""
+    header = {"format_version": FORMAT_VERSION}
+    for key, value in metadata.items():
+        header[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    arrays = {key: np.ascontiguousarray(value) for key, value in tensors.items()}
+    path = Path(folder) / f"{name}.safetensors"
+    safetensors.numpy.save_file(arrays, str(path), metadata=header)
+    return path
+
+
+def write_manifest(folder, extra=None):
+    folder = Path(folder)
+    files = {
+        path.name: {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+        for path in sorted(folder.glob("*.safetensors"))
+    }
+    manifest = {"format_version": FORMAT_VERSION, "files": files, **(extra or {})}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def load_manifest(folder=GOLDEN_DIR):
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise GoldenIntegrityError(f"no manifest at {path}: run `uv run generate_golden.py`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise GoldenIntegrityError(f"manifest {path} is not valid JSON: {error}") from None
+
+
+def verify_file(path, manifest=None):
+    """Check ``path`` against the manifest's sha256; raise GoldenIntegrityError naming it."""
+    path = Path(path)
+    manifest = manifest or load_manifest(path.parent)
+    entry = manifest["files"].get(path.name)
+    if entry is None:
+        raise GoldenIntegrityError(f"golden file {path.name} is not listed in {MANIFEST}")
+    if not path.is_file():
+        raise GoldenIntegrityError(f"golden file {path} listed in {MANIFEST} is missing")
+    actual = sha256_of(path)
+    if actual != entry["sha256"]:
+        raise GoldenIntegrityError(
+            f"golden file {path.name} does not match {MANIFEST}: sha256 {actual} != {entry['sha256']}"
+        )
+
+
+def read_case(name, folder=GOLDEN_DIR, verify=True):
+    """Return ``(tensors, metadata)`` of a golden case, verifying its sha256 first."""
+    path = Path(folder) / f"{name}.safetensors"
+    if verify:
+        verify_file(path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        metadata = dict(handle.metadata() or {})
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    decoded = {}
+    for key, value in metadata.items():
+        try:
+            decoded[key] = json.loads(value)
+        except json.JSONDecodeError:
+            decoded[key] = value
+    return tensors, decoded
+
+
+def case_names(folder=GOLDEN_DIR):
+    return sorted(Path(name).stem for name in load_manifest(folder)["files"])
+
+
+def _exchange(a, b):
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+class AtomicFolder:
+    """Build a new golden folder beside the old one, then swap it in with renames.
+
+    Until ``commit()`` the old folder is untouched; a run killed midway leaves only a
+    ``.golden-tmp-*`` folder behind (removed by the next run), never a half-written golden/.
+    """
+
+    def __init__(self, target=GOLDEN_DIR):
+        self.target = Path(target)
+        self.parent = self.target.parent
+        for stale in self.parent.glob(f".{self.target.name}-tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}-tmp-", dir=self.parent))
+
+    def commit(self):
+        for name in KEPT_FILES:
+            source = self.target / name
+            if source.is_file() and not (self.path / name).exists():
+                shutil.copy2(source, self.path / name)
+        os.chmod(self.path, 0o755)  # mkdtemp makes it private
+        for path in self.path.iterdir():  # flush file contents before the swap
+            os.chmod(path, 0o644)
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        if self.target.exists() and _exchange(self.path, self.target):
+            shutil.rmtree(self.path, ignore_errors=True)  # now holds the old goldens
+            return
+        old = self.parent / f".{self.target.name}-old"
+        shutil.rmtree(old, ignore_errors=True)
+        if self.target.exists():
+            os.rename(self.target, old)
+        os.rename(self.path, self.target)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def discard(self):
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,53 @@
+"""The HF side of the image checks: what transformers and Pillow produce for each stage."""
+
+import warnings
+
+import numpy as np
+import PIL.Image
+
+
+def to_pil(image):
+    """uint8 [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] -> the PIL image HF would be given."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    return PIL.Image.fromarray(np.ascontiguousarray(image))
+
+
+def hf_processor(min_pixels, max_pixels, **kwargs):
+    from transformers import Qwen2VLImageProcessorPil
+
+    processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels, **kwargs)
+    # transformers#41955: settings passed some ways are silently dropped; make sure these took.
+    size = processor.size
+    got = (size["shortest_edge"], size["longest_edge"])
+    if got != (min_pixels, max_pixels):
+        raise RuntimeError(f"HF processor ignored min/max_pixels: asked {(min_pixels, max_pixels)}, has {got}")
+    return processor
+
+
+def hf_preprocess(images, min_pixels, max_pixels, **kwargs):
+    """``Qwen2VLImageProcessorPil(...)(images=<PIL images>, return_tensors="np")`` as a dict."""
+    processor = hf_processor(min_pixels, max_pixels, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = processor(images=[to_pil(image) for image in images], return_tensors="np")
+    return {"pixel_values": np.asarray(out["pixel_values"]), "image_grid_thw": np.asarray(out["image_grid_thw"])}
+
+
+def hf_stages(image, resized_hw, image_mean, image_std):
+    """Per-image stages as HF computes them: rgb, resized, rescaled, normalized."""
+    from transformers.image_transforms import convert_to_rgb, normalize, rescale
+
+    rgb = convert_to_rgb(to_pil(image), return_numpy=True)
+    height, width = resized_hw
+    resized = np.asarray(PIL.Image.fromarray(rgb).resize((width, height), PIL.Image.Resampling.BICUBIC))
+    chw = np.moveaxis(resized, -1, 0)
+    rescaled = rescale(chw, 1 / 255, input_data_format="channels_first")
+    normalized = normalize(rescaled, image_mean, image_std, input_data_format="channels_first")
+    return {"rgb": rgb, "resized": resized, "rescaled": rescaled, "normalized": normalized}
+
+
+def versions():
+    import importlib.metadata as md
+
+    return {name: md.version(name) for name in ("numpy", "pillow", "transformers", "torch", "safetensors")}
