@@ -89,36 +89,53 @@ def resample_axis_obvious(src, out_size, axis):
     return np.moveaxis(out, -1, axis)
 
 
-def resample_axis(src, out_size, axis, block=64):
+def resample_axis(src, out_size, axis):
     """Same result as :func:`resample_axis_obvious`, as banded float64 matrix products.
 
     Every product ``pixel * weight`` is an integer below 2^31 and every partial sum below
     2^53, so float64 arithmetic (and BLAS, in any summation order, with or without FMA)
-    is exact here. Outputs are taken ``block`` at a time; each block reads only the
-    source range its windows touch, which keeps the work proportional to the taps.
+    is exact here.
     """
-    in_size = src.shape[axis]
-    xmin, weights = resample_coefficients(in_size, out_size)
+    rows = np.moveaxis(src, axis, 0)
+    planes = np.ascontiguousarray(rows.reshape(rows.shape[0], -1)[None], dtype=np.float64)  # [1, in, rest]
+    out = _resample_rows(planes, out_size)[0].astype(np.uint8)
+    return np.moveaxis(out.reshape((out_size,) + rows.shape[1:]), 0, axis)
+
+
+def _band(xmin, weights, start, stop, in_size):
+    """Dense [source range, out block] slice of the banded resampling matrix, and its first row."""
     ksize = weights.shape[1]
-    moved = np.moveaxis(src, axis, -1)  # [..., in]
-    lead = moved.shape[:-1]
-    flat = moved.reshape(-1, in_size).astype(np.float64)  # [rows, in]
-    out = np.empty((flat.shape[0], out_size), dtype=np.float64)  # [rows, out]
+    lo = int(xmin[start])
+    hi = min(int(xmin[stop - 1]) + ksize, in_size)
+    band = np.zeros((hi - lo, stop - start))
+    cols = np.arange(stop - start)
+    for k in range(ksize):
+        rows = xmin[start:stop] + k - lo
+        live = rows < hi - lo
+        band[rows[live], cols[live]] += weights[start:stop, k][live]
+    return lo, hi, band
+
+
+def _resample_rows(planes, out_size):
+    """One pass along axis 1 of float64 planes [C, in, M] holding uint8 values -> [C, out, M].
+
+    Outputs are taken a block at a time: each block is one matrix product of the band of
+    weights [block, source range] with the source rows it reads, long rows of M values
+    (an efficient BLAS shape), so the work stays proportional to the taps.
+    """
+    in_size = planes.shape[1]
+    xmin, weights = resample_coefficients(in_size, out_size)
+    block = max(16, 2 * weights.shape[1])  # keeps the band about half full
+    out = np.empty((planes.shape[0], out_size, planes.shape[2]))
     for start in range(0, out_size, block):
         stop = min(start + block, out_size)
-        lo = int(xmin[start])
-        hi = min(int(xmin[stop - 1]) + ksize, in_size)
-        band = np.zeros((hi - lo, stop - start))  # [in range, out block]
-        cols = np.arange(stop - start)
-        for k in range(ksize):
-            rows = xmin[start:stop] + k - lo
-            ok = rows < hi - lo
-            band[rows[ok], cols[ok]] += weights[start:stop, k][ok]
-        out[:, start:stop] = flat[:, lo:hi] @ band
-    # (acc + 2^21) >> 22, exactly: the sum is an integer and 2^22 a power of two.
-    out = np.floor((out + _HALF) * (1.0 / _ONE))
-    out = np.clip(out, 0, 255).astype(np.uint8)
-    return np.moveaxis(out.reshape(lead + (out_size,)), -1, axis)
+        lo, hi, band = _band(xmin, weights, start, stop, in_size)
+        np.matmul(band.T, planes[:, lo:hi, :], out=out[:, start:stop, :])
+    # (acc + 2^21) >> 22, exactly: the sum is an integer and 2^22 a power of two; then clamp.
+    out += _HALF
+    out *= 1.0 / _ONE
+    np.floor(out, out=out)
+    return np.clip(out, 0, 255, out=out)
 
 
 def installed_pillow_version():
@@ -168,18 +185,33 @@ def unpremultiply_alpha(image):
 
 
 def _resize_planes(image, height, width, pillow_version):
+    """uint8 [H, W(, C)] -> uint8 [height, width(, C)]: the two passes, in Pillow's order.
+
+    Each pass resamples axis 1 of float64 planes [C, rows, columns], so the image is held
+    as [C, H, W] for the vertical pass and as [C, W, H] for the horizontal one.
+    """
+    hwc = image[:, :, None] if image.ndim == 2 else image
     in_h, in_w = image.shape[:2]
     passes = []
     if width != in_w:
-        passes.append((width, 1))  # horizontal: axis 1
+        passes.append((width, "W"))
     if height != in_h:
-        passes.append((height, 0))  # vertical: axis 0
+        passes.append((height, "H"))
     if len(passes) == 2 and vertical_first(in_h, in_w, height, width, pillow_version):
         passes.reverse()
-    out = image
+    first = passes[0][1]
+    planes = np.ascontiguousarray(hwc.transpose(2, 0, 1) if first == "H" else hwc.transpose(2, 1, 0),
+                                  dtype=np.float64)
+    layout = first
     for size, axis in passes:
-        out = resample_axis(out, size, axis)  # uint8 in between: each pass rounds and clamps
-    return out if passes else image.copy()
+        if axis != layout:
+            planes, layout = np.ascontiguousarray(planes.transpose(0, 2, 1)), axis
+        # each pass rounds and clamps to uint8 values, as Pillow's uint8 temporary image does
+        planes = _resample_rows(planes, size)
+    planes = planes.astype(np.uint8)
+    out = planes.transpose(1, 2, 0) if layout == "H" else planes.transpose(2, 1, 0)  # -> [H, W, C]
+    out = np.ascontiguousarray(out)
+    return out[:, :, 0] if image.ndim == 2 else out
 
 
 def resize_bicubic(image, height, width, *, pillow_version=None):
