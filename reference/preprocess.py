@@ -55,16 +55,41 @@ def patchify(image, patch_size=14, merge_size=2, temporal_patch_size=2):
     return patches.reshape(gh * gw, channels * temporal_patch_size * p * p), gh, gw
 
 
-def _check_image(image, index):
-    where = f"image {index}"
+def _describe_values(image):
+    """A short summary of an array's values for error messages: range, NaN/Inf."""
+    if image.size == 0:
+        return "no values"
+    if np.issubdtype(image.dtype, np.floating):
+        finite = np.isfinite(image)
+        notes = []
+        if np.isnan(image).any():
+            notes.append("contains NaN")
+        if np.isinf(image).any():
+            notes.append("contains Inf")
+        if finite.any():
+            notes.insert(0, f"finite values in [{image[finite].min():g}, {image[finite].max():g}]")
+        return ", ".join(notes)
+    if image.dtype == np.bool_:
+        return "boolean values"
+    return f"values in [{image.min()}, {image.max()}]"
+
+
+def check_image(image, where="image"):
+    """Refuse anything but a non-empty uint8 [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] array.
+
+    HF's processor would guess at float or integer inputs (rescaling floats in [0, 1], refusing
+    others); the reference takes the decoded uint8 image only, and says what it got instead.
+    """
     if not isinstance(image, np.ndarray):
         raise TypeError(f"preprocess: {where} must be a numpy uint8 array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"preprocess: {where} must have dtype uint8, got {image.dtype}")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
         raise ValueError(
-            f"preprocess: {where} must be [H, W] or [H, W, C] with C in (1, 3, 4), got shape {image.shape}"
+            f"preprocess: {where} must be [H, W] or [H, W, C] with C in (1, 3, 4) channels, got shape {image.shape}"
         )
+    if image.dtype != np.uint8:
+        hint = " (scale floats in [0, 1] by 255 and round first)" if np.issubdtype(image.dtype, np.floating) else ""
+        raise ValueError(f"preprocess: {where} must have dtype uint8, got {image.dtype} "
+                         f"({_describe_values(image)}){hint}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"preprocess: {where} is empty, shape {image.shape}")
 
@@ -97,7 +122,7 @@ def preprocess(
     if not images:
         raise ValueError("preprocess: no images given")
     for index, image in enumerate(images):
-        _check_image(image, index)
+        check_image(image, f"image {index}")
 
     stages = {name: [] for name in IMAGE_STAGES}
     rows, grids = [], []

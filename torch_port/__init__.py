@@ -1,1 +1,53 @@
 """Qwen2.5-VL vision encoder and image transform in torch, laid out like a torchtune model folder."""
+
+from ._checkpoint import load_hf_checkpoint, load_hf_vision
+from ._component_builders import qwen2_5_vision_encoder
+from ._convert_weights import qwen2_5_vision_hf_to_tune, qwen2_5_vision_tune_to_hf
+from ._encoder import (
+    FeedForward,
+    Qwen2_5_VisionAttention,
+    Qwen2_5_VisionBlock,
+    Qwen2_5_VisionEncoder,
+    Qwen2_5_VisionPatchEmbed,
+    Qwen2_5_VisionPatchMerger,
+    RMSNorm,
+    SegmentGroup,
+    VisionLayout,
+    segment_attention,
+)
+from ._model_builders import (
+    qwen2_5_vl_3b_vision_encoder,
+    qwen2_5_vl_7b_vision_encoder,
+    qwen2_5_vl_32b_vision_encoder,
+    qwen2_5_vl_72b_vision_encoder,
+    qwen2_5_vl_image_transform,
+)
+from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding, apply_rotary_emb, vision_position_ids
+from ._transform import Qwen2_5_VLImageTransform
+
+__all__ = [
+    "FeedForward",
+    "Qwen2_5_VLImageTransform",
+    "Qwen2_5_VisionAttention",
+    "Qwen2_5_VisionBlock",
+    "Qwen2_5_VisionEncoder",
+    "Qwen2_5_VisionPatchEmbed",
+    "Qwen2_5_VisionPatchMerger",
+    "Qwen2_5_VisionRotaryEmbedding",
+    "RMSNorm",
+    "SegmentGroup",
+    "VisionLayout",
+    "apply_rotary_emb",
+    "load_hf_checkpoint",
+    "load_hf_vision",
+    "qwen2_5_vision_encoder",
+    "qwen2_5_vision_hf_to_tune",
+    "qwen2_5_vision_tune_to_hf",
+    "qwen2_5_vl_3b_vision_encoder",
+    "qwen2_5_vl_7b_vision_encoder",
+    "qwen2_5_vl_32b_vision_encoder",
+    "qwen2_5_vl_72b_vision_encoder",
+    "qwen2_5_vl_image_transform",
+    "segment_attention",
+    "vision_position_ids",
+]

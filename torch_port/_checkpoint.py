@@ -1,0 +1,251 @@
+"""Load HF Qwen2.5-VL vision weights into the port.
+
+* :func:`load_hf_vision` - an HF vision config (dict) + an HF state dict -> encoder.
+* :func:`load_hf_checkpoint` - a released-layout checkpoint folder -> (encoder, image transform).
+
+Config fields a vision config omits take HF's ``Qwen2_5_VLVisionConfig`` class defaults
+(``_HF_VISION_DEFAULTS``), exactly as HF would read the same file; note HF's default
+``hidden_size`` is 3584, not the released 1280 - a config without it fails the shape check.
+Only safetensors files are read; pickle checkpoints (``.bin``/``.pt``) are refused.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+from ._component_builders import qwen2_5_vision_encoder
+from ._convert_weights import _hf_to_tune, is_hf_vision_key
+from ._encoder import Qwen2_5_VisionEncoder
+from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding
+
+__all__ = ["load_hf_checkpoint", "load_hf_vision"]
+
+# HF Qwen2_5_VLVisionConfig class defaults (transformers 5.24), for fields a config leaves out
+_HF_VISION_DEFAULTS = {
+    "depth": 32,
+    "hidden_size": 3584,
+    "hidden_act": "silu",
+    "intermediate_size": 3420,
+    "num_heads": 16,
+    "in_channels": 3,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "window_size": 112,
+    "out_hidden_size": 3584,
+    "fullatt_block_indexes": [7, 15, 23, 31],
+}
+# aliases HF maps onto the vision config's own names (attribute_map)
+_ALIASES = {"num_heads": "num_attention_heads", "depth": "num_hidden_layers"}
+# HF Qwen2VLImageProcessor class defaults, for fields a preprocessor_config.json leaves out
+_HF_PROCESSOR_DEFAULTS = {
+    "min_pixels": 56 * 56,
+    "max_pixels": 28 * 28 * 1280,
+    "patch_size": 14,
+    "merge_size": 2,
+    "temporal_patch_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+}
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _encoder_kwargs(config) -> tuple[dict, float]:
+    """Component-builder kwargs and rope theta from an HF vision config (dict or config object)."""
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict (an HF vision config), got {type(config).__name__}")
+    kwargs = {}
+    for name, default in _HF_VISION_DEFAULTS.items():
+        value = config.get(name)
+        if value is None and name in _ALIASES:
+            value = config.get(_ALIASES[name])
+        kwargs[name] = default if value is None else value
+    try:
+        fullatt = [int(i) for i in kwargs.pop("fullatt_block_indexes")]  # "7" after a lossy round trip
+        kwargs = {k: (v if k == "hidden_act" else int(v)) for k, v in kwargs.items()}
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"malformed vision config: {e}") from e
+    kwargs["fullatt_block_indexes"] = fullatt
+    rope = config.get("rope_parameters") or {}
+    if rope.get("rope_type", "axial") != "axial":
+        raise ValueError(f"only axial 2D rotary is supported, config has rope_type {rope['rope_type']!r}")
+    theta = float(rope.get("rope_theta", config.get("rope_theta", 10_000.0)))
+    return kwargs, theta
+
+
+def _build(config, state_dict: dict, *, dtype: torch.dtype, device, copy: bool) -> Qwen2_5_VisionEncoder:
+    kwargs, theta = _encoder_kwargs(config)
+    with torch.device("meta"):  # no memory, no init: every parameter comes from the state dict
+        encoder = qwen2_5_vision_encoder(**kwargs)
+    if theta != 10_000.0:
+        encoder.rope = Qwen2_5_VisionRotaryEmbedding(encoder.rope.head_dim, base=theta)
+
+    converted, origin, problems = _hf_to_tune(state_dict)
+    expected = encoder.state_dict()
+    for key, value in expected.items():
+        if key not in converted:
+            problems.append(f"missing key for {key!r}")
+        elif tuple(converted[key].shape) != tuple(value.shape):
+            problems.append(
+                f"shape mismatch for {origin[key]!r}: got {tuple(converted[key].shape)}, "
+                f"expected {tuple(value.shape)} (as {key!r})"
+            )
+    problems += [f"unexpected vision key {origin[k]!r}" for k in converted if k not in expected]
+    if problems:
+        raise ValueError(
+            f"HF vision state dict does not fit the config ({len(problems)} problems):\n  " + "\n  ".join(problems)
+        )
+    params = {k: v.detach().to(device=device, dtype=dtype, copy=copy) for k, v in converted.items()}
+    encoder.load_state_dict(params, strict=True, assign=True)
+    return encoder.eval()
+
+
+def load_hf_vision(
+    config,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Qwen2_5_VisionEncoder:
+    """Build the encoder from an HF vision config and load HF vision weights into it.
+
+    Args:
+        config (dict): HF vision config, e.g. ``Qwen2_5_VLVisionConfig(...).to_dict()`` or a
+            checkpoint's ``vision_config`` (an HF config object works too). Unused fields are
+            ignored, missing ones take HF's class defaults, ``fullatt_block_indexes`` are coerced
+            to int.
+        state_dict (dict[str, torch.Tensor]): HF keys with or without ``visual.`` /
+            ``model.visual.``; non-vision keys are ignored.
+        dtype (torch.dtype): parameter dtype of the returned encoder - float32 by default,
+            whatever the state dict's dtype; the parameters are copies (the caller's tensors are
+            never shared).
+        device: where the parameters go (CPU by default).
+
+    Returns:
+        Qwen2_5_VisionEncoder: in eval mode.
+
+    Raises:
+        ValueError: one error listing every missing, unexpected and misshaped key.
+    """
+    return _build(config, state_dict, dtype=dtype, device=device, copy=True)
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.name} not found in checkpoint folder {path.parent}")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _vision_weight_files(folder: Path) -> list[Path]:
+    """The safetensors files holding the vision weights (only those, for a sharded checkpoint)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = _read_json(index).get("weight_map", {})
+        names = sorted({name for key, name in weight_map.items() if is_hf_vision_key(key)})
+        if not names:
+            raise ValueError(f"{index} lists no vision weights (keys under 'visual.' or 'model.visual.')")
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"shards listed in {index.name} are missing from {folder}: {missing}")
+        return [folder / n for n in names]
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    others = sorted(folder.glob("*.safetensors"))
+    if others:
+        return others
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise ValueError(
+            f"{folder} holds only pickle checkpoint files {pickles}; they are refused (unpickling can run "
+            "arbitrary code). Convert the checkpoint to safetensors (model.safetensors or "
+            "model.safetensors.index.json + shards)."
+        )
+    raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {folder}")
+
+
+def _read_vision_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    tensors = {}
+    for path in _vision_weight_files(folder):
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                if is_hf_vision_key(key):
+                    tensors[key] = f.get_tensor(key)
+    return tensors
+
+
+def _transform_kwargs(processor: dict) -> dict:
+    """``Qwen2_5_VLImageTransform`` kwargs from a ``preprocessor_config.json`` (HF precedence:
+    top-level ``min_pixels``/``max_pixels`` override ``size``)."""
+    size = processor.get("size") or {}
+    kwargs = {k: processor.get(k, v) for k, v in _HF_PROCESSOR_DEFAULTS.items()}
+    for name, size_name in (("min_pixels", "shortest_edge"), ("max_pixels", "longest_edge")):
+        value = processor.get(name)
+        if value is None:
+            value = size.get(size_name, size.get(name, _HF_PROCESSOR_DEFAULTS[name]))
+        kwargs[name] = int(value)
+    for name in ("patch_size", "merge_size", "temporal_patch_size"):
+        kwargs[name] = int(kwargs[name])
+    kwargs["image_mean"] = [float(v) for v in kwargs["image_mean"]]
+    kwargs["image_std"] = [float(v) for v in kwargs["image_std"]]
+    return kwargs
+
+
+def load_hf_checkpoint(
+    path: str | Path,
+    dtype: torch.dtype = torch.bfloat16,
+    device: torch.device | str = "cpu",
+):
+    """Read an HF Qwen2.5-VL checkpoint folder: its vision tower and its image transform.
+
+    Reads ``config.json`` (its ``vision_config``; a bare vision config works too),
+    ``preprocessor_config.json`` and ``model.safetensors`` or ``model.safetensors.index.json`` +
+    shards (only the shards and tensors of the vision tower are read).
+
+    Args:
+        path: the checkpoint folder.
+        dtype (torch.dtype): parameter dtype (the released weights are bfloat16).
+        device: parameter device.
+
+    Returns:
+        tuple: ``(Qwen2_5_VisionEncoder, Qwen2_5_VLImageTransform)``.
+
+    Raises:
+        FileNotFoundError: missing folder, config or weight files.
+        ValueError: pickle-only checkpoints, inconsistent configs, weights that do not fit.
+    """
+    from ._transform import Qwen2_5_VLImageTransform
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {folder} does not exist or is not a directory")
+    config = _read_json(folder / "config.json")
+    vision_config = config.get("vision_config")
+    if vision_config is None:
+        if config.get("model_type") != "qwen2_5_vl_vision":
+            raise ValueError(
+                f"{folder / 'config.json'} has no 'vision_config' (model_type {config.get('model_type')!r})"
+            )
+        vision_config = config
+    transform_kwargs = _transform_kwargs(_read_json(folder / "preprocessor_config.json"))
+    encoder_kwargs, _ = _encoder_kwargs(vision_config)
+    mismatched = [
+        f"{t}={transform_kwargs[t]} vs vision_config {e}={encoder_kwargs[e]}"
+        for t, e in (
+            ("patch_size", "patch_size"),
+            ("merge_size", "spatial_merge_size"),
+            ("temporal_patch_size", "temporal_patch_size"),
+        )
+        if transform_kwargs[t] != encoder_kwargs[e]
+    ]
+    if mismatched:
+        raise ValueError(f"preprocessor_config.json disagrees with config.json: {mismatched}")
+    if transform_kwargs["min_pixels"] > transform_kwargs["max_pixels"]:
+        raise ValueError(f"min_pixels {transform_kwargs['min_pixels']} > max_pixels {transform_kwargs['max_pixels']}")
+    encoder = _build(vision_config, _read_vision_tensors(folder), dtype=dtype, device=device, copy=False)
+    return encoder, Qwen2_5_VLImageTransform(**transform_kwargs)
