@@ -39,17 +39,27 @@ def tiny_tower_stages(pixel_values, grid_thw, weights_by_config, report):
     return tensors
 
 
-def build_all(log, with_full=True):
-    """Compute every golden case in memory: {name: (tensors, metadata)}, plus the cross-check report."""
+def build_all(log, with_full=True, only=None):
+    """Compute every golden case in memory: {name: (tensors, metadata)}, plus the cross-check report.
+
+    ``only``: a set of case names to build (the others are skipped), for ``--check --case``.
+    """
+    def wanted(name):
+        return only is None or name in only
+
     cases, report = {}, []
     weights = {name: tiny_weights(name) for name in TINY_CONFIGS}
     for name, config in TINY_CONFIGS.items():
+        if not wanted(f"weights_{name}"):
+            continue
         cases[f"weights_{name}"] = (weights[name], {
             "case": f"weights_{name}", "kind": "weights", "config": config.to_dict(),
             "seed": WEIGHT_SEED + sorted(TINY_CONFIGS).index(name),
             "description": f"seeded random weights of tiny config {name} (HF vision key names)"})
 
     for case in IMAGE_CASES:
+        if not wanted(case.name):
+            continue
         start = time.perf_counter()
         images, tensors = run_reference(case)
         diffs = crosscheck(case, images, tensors)
@@ -66,6 +76,8 @@ def build_all(log, with_full=True):
         log(f"{case.name:22s} image stages == HF ({len(diffs)} checked), towers cross-checked "
             f"({time.perf_counter() - start:.1f}s)")
 
+    if not wanted("two_frames"):
+        return _with_full(cases, report, log, with_full and wanted("full_size_3b"))
     pixel_values, grid_thw = two_frame_input()
     tower_report = []
     tensors = {"pixel_values": pixel_values, "image_grid_thw": grid_thw}
@@ -76,7 +88,10 @@ def build_all(log, with_full=True):
         "tower_configs": {name: config.to_dict() for name, config in TINY_CONFIGS.items()},
         "tower_dtype": "float64", "seed": 7, "versions": _versions()})
     log("two_frames             towers cross-checked")
+    return _with_full(cases, report, log, with_full and wanted("full_size_3b"))
 
+
+def _with_full(cases, report, log, with_full):
     if with_full:
         cases["full_size_3b"], full_report = build_full(log)
         report += full_report
@@ -152,15 +167,27 @@ def drift_bound(stage, value):
     return "float32" if value.dtype == np.float32 else "float64"
 
 
-def drift_table(cases, folder=store.GOLDEN_DIR):
-    """Compare recomputed cases with the stored ones: rows of (case, stage, kind, max abs, rel, bound, ok)."""
+def drift_table(cases, folder=store.GOLDEN_DIR, complete=False):
+    """Compare recomputed cases with the stored ones: rows of (case, stage, kind, max abs, rel, bound, ok).
+
+    ``complete``: every case was recomputed, so a stored file that none matches is stale.
+    """
     rows = []
     manifest = store.load_manifest(folder)
+    if complete:
+        for stale in sorted(set(manifest["files"]) - {f"{name}.safetensors" for name in cases}):
+            rows.append((stale.removesuffix(".safetensors"), "(file)", "stale", float("inf"), float("inf"), 0.0,
+                         False))
     for name, (tensors, _) in cases.items():
         if f"{name}.safetensors" not in manifest["files"]:
             rows.append((name, "(file)", "missing", float("inf"), float("inf"), 0.0, False))
             continue
-        stored, _ = store.read_case(name, folder)
+        try:
+            stored, _ = store.read_case(name, folder)
+        except store.GoldenIntegrityError as error:
+            print(f"integrity: {error}", file=sys.stderr)
+            rows.append((name, "(sha256)", "integrity", float("inf"), float("inf"), 0.0, False))
+            continue
         for stage in sorted(set(stored) | set(tensors)):
             if stage not in stored or stage not in tensors:
                 rows.append((name, stage, "missing" if stage not in stored else "extra", float("inf"),
@@ -201,23 +228,30 @@ def main(argv=None):
     parser.add_argument("--no-full", action="store_true", help="skip the full-size tower case")
     parser.add_argument("--golden-dir", default=str(store.GOLDEN_DIR), help="golden folder (default: golden/)")
     parser.add_argument("--all-stages", action="store_true", help="--check: list unchanged stages too")
+    parser.add_argument("--case", action="append", metavar="NAME",
+                        help="--check only these cases (repeatable); the full set is always written")
     args = parser.parse_args(argv)
     folder = store.Path(args.golden_dir)
+    only = set(args.case) if args.case else None
+    if only and not args.check:
+        parser.error("--case only goes with --check: a regeneration always writes every case")
+    known = {c.name for c in IMAGE_CASES} | {"two_frames", "full_size_3b"} | {f"weights_{n}" for n in TINY_CONFIGS}
+    if only and only - known:
+        parser.error(f"unknown case(s) {sorted(only - known)}; known: {sorted(known)}")
 
     def log(message):
         print(message, file=sys.stderr, flush=True)
 
     start = time.perf_counter()
-    cases, report = build_all(log, with_full=not args.no_full)
+    cases, report = build_all(log, with_full=not args.no_full, only=only)
     check_bounds(report)
     table = crosscheck_table(report)
     if args.check:
         print("## HF cross-check (reference float64 vs HF float32)\n")
         print(table + "\n")
         print("## Drift against stored goldens\n")
-        if args.no_full:
-            cases.pop("full_size_3b", None)
-        ok = print_drift(drift_table(cases, folder), show_all=args.all_stages)
+        rows = drift_table(cases, folder, complete=only is None and not args.no_full)
+        ok = print_drift(rows, show_all=args.all_stages)
         return 0 if ok else 1
 
     target = store.AtomicFolder(folder)

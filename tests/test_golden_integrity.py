@@ -1,0 +1,139 @@
+"""Goldens are replaced atomically, verified by sha256, and --check names a tampered stage."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from goldenlib import store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def golden_copy(tmp_path):
+    folder = tmp_path / "golden"
+    shutil.copytree(store.GOLDEN_DIR, folder)
+    return folder
+
+
+def test_writer_killed_midway_leaves_old_goldens(golden_copy):
+    before = _snapshot(golden_copy)
+    # A writer that builds a new golden folder slowly, killed with SIGKILL while writing.
+    script = f"""
+import sys, time, numpy as np
+sys.path.insert(0, {str(ROOT)!r})
+from goldenlib import store
+target = store.AtomicFolder({str(golden_copy)!r})
+for i in range(1000):
+    store.write_case(target.path, f"case{{i}}", {{"x": np.full(1000, i, np.float32)}}, {{"case": str(i)}})
+    print(i, flush=True)
+    time.sleep(0.01)
+target.commit()
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    for _ in range(5):
+        proc.stdout.readline()  # a few files written into the temporary folder
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _snapshot(golden_copy) == before
+    leftovers = list(golden_copy.parent.glob(".golden-tmp-*"))
+    assert leftovers, "the killed writer's temporary folder should be what is left"
+    store.AtomicFolder(golden_copy).discard()  # the next run clears stale temporary folders
+    assert not list(golden_copy.parent.glob(".golden-tmp-*"))
+    assert _snapshot(golden_copy) == before
+
+
+def test_generate_golden_killed_midway(golden_copy):
+    before = _snapshot(golden_copy)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "generate_golden.py"), "--no-full",
+                             "--golden-dir", str(golden_copy)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()  # the first case is done: generation is under way
+    assert "photo_astronaut" in line, line
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _snapshot(golden_copy) == before
+
+
+def test_failed_write_discards_and_keeps_old(golden_copy, monkeypatch):
+    before = _snapshot(golden_copy)
+    target = store.AtomicFolder(golden_copy)
+    store.write_case(target.path, "a", {"x": np.zeros(3)}, {})
+    target.discard()
+    assert _snapshot(golden_copy) == before
+    assert not target.path.exists()
+
+
+def test_commit_replaces_and_keeps_readme(golden_copy):
+    target = store.AtomicFolder(golden_copy)
+    store.write_case(target.path, "only", {"x": np.arange(4.0)}, {"case": "only"})
+    store.write_manifest(target.path)
+    target.commit()
+    names = sorted(p.name for p in golden_copy.iterdir())
+    assert names == ["MANIFEST.json", "README.md", "only.safetensors"]
+    tensors, meta = store.read_case("only", golden_copy)
+    assert meta["case"] == "only" and tensors["x"].tolist() == [0, 1, 2, 3]
+
+
+def test_corrupted_golden_named(golden_copy):
+    path = golden_copy / "gray.safetensors"
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(store.GoldenIntegrityError, match="gray.safetensors"):
+        store.read_case("gray", golden_copy)
+
+
+def test_missing_manifest_is_a_clear_error(golden_copy):
+    (golden_copy / store.MANIFEST).unlink()
+    with pytest.raises(store.GoldenIntegrityError, match="no manifest"):
+        store.read_case("gray", golden_copy)
+
+
+def _tamper(folder, case, stage, delta):
+    path = folder / f"{case}.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    tensors[stage] = tensors[stage].copy()
+    tensors[stage].flat[7] += delta
+    safetensors.numpy.save_file(tensors, str(path), metadata=metadata)
+    store.write_manifest(folder, extra={k: v for k, v in json.loads((folder / store.MANIFEST).read_text()).items()
+                                        if k not in ("files", "format_version")})
+
+
+def _check(folder, *cases):
+    args = [sys.executable, str(ROOT / "generate_golden.py"), "--check", "--golden-dir", str(folder)]
+    for case in cases:
+        args += ["--case", case]
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_check_passes_on_landed_goldens_and_names_a_tampered_stage(golden_copy):
+    clean = _check(golden_copy, "noise")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "0 beyond tolerance" in clean.stdout
+
+    _tamper(golden_copy, "noise", "tiny_a.blocks.2.output", 1e-3)
+    result = _check(golden_copy, "noise")
+    assert result.returncode == 1, result.stdout
+    assert "first drift: case noise, stage tiny_a.blocks.2.output" in result.stdout
+
+
+def test_check_names_a_changed_image_stage(golden_copy):
+    _tamper(golden_copy, "gray", "normalized", np.float32(1e-6))
+    result = _check(golden_copy, "gray")
+    assert result.returncode == 1
+    assert "first drift: case gray, stage normalized" in result.stdout
