@@ -8,3 +8,8 @@ from .bicubic import resize_bicubic
 from .color import to_rgb
 from .preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, preprocess
 from .smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
+from .vision_config import PRESETS, SUPPORTED_ACTS, VisionConfig
+from .weights import random_weights, vision_weight_shapes
+from .checkpoint import load_weights
+from .vision import (apply_rotary, full_cu_seqlens, patch_embed, patch_merger, rms_norm, rotary_cos_sin,
+                     segment_attention, vision_attention, vision_block, vision_forward, vision_mlp, window_index)

@@ -98,6 +98,7 @@ def _build(config, state_dict: dict, *, dtype: torch.dtype, device, copy: bool) 
         raise ValueError(
             f"HF vision state dict does not fit the config ({len(problems)} problems):\n  " + "\n  ".join(problems)
         )
+    check_finite({origin[k]: v for k, v in converted.items()})
     params = {k: v.detach().to(device=device, dtype=dtype, copy=copy) for k, v in converted.items()}
     encoder.load_state_dict(params, strict=True, assign=True)
     return encoder.eval()
@@ -136,8 +137,14 @@ def load_hf_vision(
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path.name} not found in checkpoint folder {path.parent}")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _vision_weight_files(folder: Path) -> list[Path]:
@@ -172,11 +179,25 @@ def _read_vision_tensors(folder: Path) -> dict[str, torch.Tensor]:
 
     tensors = {}
     for path in _vision_weight_files(folder):
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            for key in f.keys():
-                if is_hf_vision_key(key):
-                    tensors[key] = f.get_tensor(key)
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                for key in f.keys():
+                    if is_hf_vision_key(key):
+                        tensors[key] = f.get_tensor(key)
+        except Exception as e:  # safetensors raises its own SafetensorError (header, offsets, dtype)
+            raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
     return tensors
+
+
+def check_finite(state_dict: dict[str, torch.Tensor]) -> None:
+    """Refuse weights holding NaN or Inf, naming every such tensor (they would poison every output)."""
+    bad = []
+    for key, value in state_dict.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            nan, inf = int(torch.isnan(value).sum()), int(torch.isinf(value).sum())
+            bad.append(f"{key!r} ({nan} NaN, {inf} Inf)")
+    if bad:
+        raise ValueError(f"non-finite values in {len(bad)} weight tensor(s): " + ", ".join(bad))
 
 
 def _transform_kwargs(processor: dict) -> dict:
