@@ -1,7 +1,9 @@
 """Writing small HF-layout Qwen2.5-VL checkpoint folders for tests (no hub: the tests make them)."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -34,27 +36,34 @@ PREPROCESSOR_JSON = {
 }
 
 
-def write_checkpoint(folder, sd_bf16: dict) -> None:
+def write_checkpoint(folder, weights: dict, *, vision_config: dict = VISION_CONFIG_JSON, prefix: str = "visual.",
+                     shards: int = 2, dtype=torch.bfloat16, preprocessor: dict = PREPROCESSOR_JSON) -> dict:
+    """A Qwen2.5-VL-like folder: config.json, preprocessor_config.json, the vision tensors under
+    ``prefix`` (cast to ``dtype``) and some language-model tensors that loaders must ignore, in
+    ``shards`` safetensors files (with model.safetensors.index.json when more than one).
+    Returns the tensors written, by full key."""
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(
-        json.dumps(
-            {
-                "architectures": ["Qwen2_5_VLForConditionalGeneration"],
-                "model_type": "qwen2_5_vl",
-                "hidden_size": 24,
-                "vision_config": VISION_CONFIG_JSON,
-            }
-        )
-    )
-    (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_JSON))
-    tensors = {"visual." + k: v.contiguous() for k, v in sd_bf16.items()}
-    tensors["model.layers.0.self_attn.q_proj.weight"] = torch.ones(24, 24, dtype=torch.bfloat16)
-    tensors["model.embed_tokens.weight"] = torch.ones(10, 24, dtype=torch.bfloat16)
-    tensors["lm_head.weight"] = torch.ones(10, 24, dtype=torch.bfloat16)
-    keys = list(tensors)
-    shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    config = {"architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl",
+              "hidden_size": 24, "vision_config": vision_config}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+    tensors = {}
+    for key, value in weights.items():
+        value = torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+        tensors[prefix + key] = value.to(dtype).contiguous()
+    tensors["model.language_model.embed_tokens.weight"] = torch.ones(10, 24, dtype=torch.bfloat16)
+    tensors["lm_head.weight"] = torch.full((10, 24), float("nan"), dtype=torch.bfloat16)  # not vision: ignored
+    tensors["model.language_model.layers.0.x"] = torch.arange(6, dtype=torch.int64)  # a dtype nobody reads
+    if shards == 1:
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        return tensors
+    names = list(tensors)
     weight_map = {}
-    for file, names in shards.items():
-        save_file({k: tensors[k] for k in names}, str(folder / file), metadata={"format": "pt"})
-        weight_map.update({k: file for k in names})
+    for s in range(shards):
+        file = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+        part = {n: tensors[n] for n in names[s::shards]}
+        save_file(part, str(folder / file), metadata={"format": "pt"})
+        weight_map.update({n: file for n in part})
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return tensors

@@ -31,6 +31,8 @@ from reference import (PRESETS, SUPPORTED_ACTS, VisionConfig, full_cu_seqlens, l
                        segment_attention, vision_forward, vision_weight_shapes, window_index)
 from reference.vision import ACTIVATIONS, erf, vision_position_ids
 
+from checkpoint_folder import write_checkpoint as write_hf_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------- test configs and inputs
@@ -398,26 +400,9 @@ def released_style_config(cfg: VisionConfig) -> dict:
 
 
 def write_checkpoint(folder: Path, weights: dict, prefix: str = "visual.", shards: int = 2,
-                     dtype=torch.bfloat16, config: dict | None = None) -> dict[str, torch.Tensor]:
-    """A Qwen2.5-VL-like folder: vision tensors under `prefix`, plus language-model tensors."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config or released_style_config(TINY)))
-    tensors = {prefix + k: torch.from_numpy(v).to(dtype) for k, v in weights.items()}
-    tensors["model.language_model.embed_tokens.weight"] = torch.ones(10, 4, dtype=torch.bfloat16)
-    tensors["lm_head.weight"] = torch.full((10, 4), float("nan"), dtype=torch.bfloat16)  # ignored, NaN or not
-    tensors["model.language_model.layers.0.x"] = torch.arange(6, dtype=torch.int64)  # an unsupported dtype
-    names = list(tensors)
-    if shards == 1:
-        save_file(tensors, str(folder / "model.safetensors"))
-        return tensors
-    weight_map = {}
-    for s in range(shards):
-        fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
-        part = {n: tensors[n].contiguous() for n in names[s::shards]}
-        save_file(part, str(folder / fname))
-        weight_map.update({n: fname for n in part})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return tensors
+                     dtype=torch.bfloat16) -> dict[str, torch.Tensor]:
+    return write_hf_folder(folder, weights, vision_config=released_style_config(TINY)["vision_config"],
+                           prefix=prefix, shards=shards, dtype=dtype)
 
 
 @pytest.mark.parametrize("prefix, shards, dtype", [("visual.", 3, torch.bfloat16),

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import torch
 
+from reference.vision_config import VisionConfig
+
 from ._component_builders import qwen2_5_vision_encoder
-from ._convert_weights import _hf_to_tune, is_hf_vision_key
+from ._convert_weights import _TO_HF, _hf_to_tune, _map_key, is_hf_vision_key
 from ._encoder import Qwen2_5_VisionEncoder
 from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding
 
@@ -63,17 +65,22 @@ def _encoder_kwargs(config) -> tuple[dict, float]:
         if value is None and name in _ALIASES:
             value = config.get(_ALIASES[name])
         kwargs[name] = default if value is None else value
-    try:
-        fullatt = [int(i) for i in kwargs.pop("fullatt_block_indexes")]  # "7" after a lossy round trip
-        kwargs = {k: (v if k == "hidden_act" else int(v)) for k, v in kwargs.items()}
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"malformed vision config: {e}") from e
-    kwargs["fullatt_block_indexes"] = fullatt
     rope = config.get("rope_parameters") or {}
     if rope.get("rope_type", "axial") != "axial":
         raise ValueError(f"only axial 2D rotary is supported, config has rope_type {rope['rope_type']!r}")
-    theta = float(rope.get("rope_theta", config.get("rope_theta", 10_000.0)))
-    return kwargs, theta
+    theta = rope.get("rope_theta", config.get("rope_theta", 10_000.0))
+    # One set of rules for both implementations: the reference's VisionConfig checks every field
+    # (positive sizes, head_dim divisible by 4, window a multiple of patch*merge, full-attention
+    # indexes in range and int even after a lossy round trip) and names the one that is wrong.
+    checked = VisionConfig.from_hf({**kwargs, "rope_parameters": {"rope_type": "axial", "rope_theta": theta}})
+    kwargs = {name: getattr(checked, name) for name in kwargs}
+    kwargs["fullatt_block_indexes"] = list(checked.fullatt_block_indexes)
+    return kwargs, checked.rope_theta
+
+
+def _hf_name(tune_key: str) -> str:
+    """The HF name (no prefix) of a port parameter, for error messages."""
+    return _map_key(tune_key, _TO_HF) or tune_key
 
 
 def _build(config, state_dict: dict, *, dtype: torch.dtype, device, copy: bool) -> Qwen2_5_VisionEncoder:
@@ -87,7 +94,7 @@ def _build(config, state_dict: dict, *, dtype: torch.dtype, device, copy: bool) 
     expected = encoder.state_dict()
     for key, value in expected.items():
         if key not in converted:
-            problems.append(f"missing key for {key!r}")
+            problems.append(f"missing key {_hf_name(key)!r} (as {key!r})")
         elif tuple(converted[key].shape) != tuple(value.shape):
             problems.append(
                 f"shape mismatch for {origin[key]!r}: got {tuple(converted[key].shape)}, "

@@ -1,0 +1,179 @@
+"""Faulty checkpoints and configs: both loaders (reference and port) end in one clear error."""
+
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from checkpoint_folder import VISION_CONFIG_JSON, write_checkpoint
+from reference import VisionConfig, load_weights, random_weights
+from torch_port import load_hf_checkpoint, load_hf_vision
+
+CONFIG = VisionConfig.from_hf(VISION_CONFIG_JSON)
+
+
+def _load_reference(folder):
+    return load_weights(folder)
+
+
+def _load_port(folder):
+    return load_hf_checkpoint(folder, dtype=torch.float32)
+
+
+LOADERS = {"reference": _load_reference, "port": _load_port}
+
+
+@pytest.fixture
+def weights():
+    return random_weights(CONFIG, seed=3)
+
+
+def _single_file(folder, weights):
+    write_checkpoint(folder, weights, shards=1)
+    data = (folder / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    return data, n, json.loads(data[8 : 8 + n])
+
+
+def _corrupt_header_length(folder, weights):
+    data, _, _ = _single_file(folder, weights)
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(data) * 3) + data[8:])
+
+
+def _corrupt_header_json(folder, weights):
+    data, _, _ = _single_file(folder, weights)
+    (folder / "model.safetensors").write_bytes(data[:8] + b"#" + data[9:])
+
+
+def _offsets_outside(folder, weights):
+    data, n, header = _single_file(folder, weights)
+    key = "visual.blocks.0.norm1.weight"
+    header[key] = {**header[key], "data_offsets": [len(data), len(data) + 64]}
+    raw = json.dumps(header).encode()
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+
+
+def _truncated(folder, weights):
+    data, _, _ = _single_file(folder, weights)
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+
+def _tiny_file(folder, weights):
+    _single_file(folder, weights)
+    (folder / "model.safetensors").write_bytes(b"\x01\x02")
+
+
+def _nan_weight(folder, weights):
+    weights = dict(weights)
+    weights["blocks.1.mlp.down_proj.bias"] = weights["blocks.1.mlp.down_proj.bias"].copy()
+    weights["blocks.1.mlp.down_proj.bias"][2] = np.nan
+    write_checkpoint(folder, weights)
+
+
+def _inf_weight(folder, weights):
+    weights = dict(weights)
+    weights["merger.mlp.0.weight"] = weights["merger.mlp.0.weight"].copy()
+    weights["merger.mlp.0.weight"][0, 0] = -np.inf
+    write_checkpoint(folder, weights)
+
+
+def _key_problems(folder, weights):
+    weights = dict(weights)
+    del weights["blocks.1.attn.proj.bias"], weights["merger.ln_q.weight"]
+    weights["blocks.0.attn.extra.weight"] = np.ones(3, np.float32)
+    weights["blocks.2.mlp.up_proj.weight"] = weights["blocks.2.mlp.up_proj.weight"][:-1]
+    write_checkpoint(folder, weights)
+
+
+def _pickle_only(folder, weights):
+    write_checkpoint(folder, weights)
+    for path in folder.glob("*.safetensors*"):
+        path.unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04not unpickled")
+
+
+def _pt_only(folder, weights):
+    _pickle_only(folder, weights)
+    os.rename(folder / "pytorch_model.bin", folder / "model.pt")
+
+
+def _missing_shard(folder, weights):
+    write_checkpoint(folder, weights, shards=2)
+    (folder / "model-00002-of-00002.safetensors").unlink()
+
+
+def _config_not_json(folder, weights):
+    write_checkpoint(folder, weights)
+    (folder / "config.json").write_text("{not json")
+
+
+def _config_without_vision(folder, weights):
+    write_checkpoint(folder, weights)
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+
+
+def _bad_config_field(folder, weights):
+    write_checkpoint(folder, weights, vision_config={**VISION_CONFIG_JSON, "fullatt_block_indexes": [5]})
+
+
+FAULTS = {
+    "header length": (_corrupt_header_length, r"model\.safetensors"),
+    "header json": (_corrupt_header_json, r"model\.safetensors"),
+    "offsets outside": (_offsets_outside, r"model\.safetensors"),
+    "truncated": (_truncated, r"model\.safetensors"),
+    "two-byte file": (_tiny_file, r"model\.safetensors"),
+    "NaN weight": (_nan_weight, r"blocks\.1\.mlp\.down_proj\.bias.*NaN|NaN.*blocks\.1\.mlp\.down_proj\.bias"),
+    "Inf weight": (_inf_weight, r"merger\.mlp\.0\.weight.*Inf|Inf.*merger\.mlp\.0\.weight"),
+    "key problems": (_key_problems, r"(?s)(?=.*blocks\.1\.attn\.proj\.bias)(?=.*merger\.ln_q\.weight)"
+                                    r"(?=.*blocks\.0\.attn\.extra\.weight)(?=.*blocks\.2\.mlp\.up_proj\.weight)"),
+    "pickle .bin": (_pickle_only, r"pickle"),
+    "pickle .pt": (_pt_only, r"pickle"),
+    "missing shard": (_missing_shard, r"00002-of-00002"),
+    "config not json": (_config_not_json, r"config\.json.*JSON"),
+    "config without vision": (_config_without_vision, r"vision_config"),
+    "fullatt index out of range": (_bad_config_field, r"fullatt_block_indexes"),
+}
+
+
+@pytest.mark.parametrize("loader", sorted(LOADERS))
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_fault_gives_one_clear_error(tmp_path, weights, loader, fault):
+    make, pattern = FAULTS[fault]
+    folder = tmp_path / "ckpt"
+    make(folder, weights)
+    with pytest.raises((ValueError, FileNotFoundError), match=pattern):
+        LOADERS[loader](folder)
+
+
+@pytest.mark.parametrize("loader", sorted(LOADERS))
+def test_good_folder_loads(tmp_path, weights, loader):
+    write_checkpoint(tmp_path / "ckpt", weights)
+    LOADERS[loader](tmp_path / "ckpt")
+
+
+INVALID_CONFIGS = [
+    ({"num_heads": 3}, "num_heads|hidden_size"),  # 32 / 3 not integral
+    ({"hidden_size": 40, "num_heads": 4}, "head_dim|divisible by 4"),  # head_dim 10
+    ({"window_size": 100}, "window_size"),
+    ({"fullatt_block_indexes": [-1]}, "fullatt_block_indexes"),
+    ({"fullatt_block_indexes": ["x"]}, "fullatt_block_indexes"),
+    ({"depth": 0}, "depth"),
+    ({"hidden_act": "relu6"}, "hidden_act"),
+]
+
+
+@pytest.mark.parametrize("change,field", INVALID_CONFIGS)
+def test_invalid_config_names_the_field(change, field):
+    config = {**VISION_CONFIG_JSON, **change}
+    with pytest.raises(ValueError, match=field):
+        VisionConfig.from_hf(config)
+    with pytest.raises(ValueError, match=field):
+        load_hf_vision(config, {})
+
+
+def test_string_fullatt_indexes_are_coerced():
+    config = {**VISION_CONFIG_JSON, "fullatt_block_indexes": ["2"]}
+    assert VisionConfig.from_hf(config).fullatt_block_indexes == (2,)
