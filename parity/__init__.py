@@ -1,0 +1,33 @@
+"""Parity checks of an implementation (the torch port by default) against the goldens, stage by stage.
+
+* :mod:`parity.cases` - golden cases (stored, or built in memory for the report's seed scenario).
+* :mod:`parity.implementations` - the implementation under test (port, reference, or a factory).
+* :mod:`parity.stages` - per-stage rows (local / accumulated error), ``TOLERANCES``, first failure.
+* :mod:`parity.variants` - interpolation variants (exact, torchvision, float, bilinear).
+* :mod:`parity.report` - interpolation / precision / combined runs and their attribution.
+* :mod:`parity.printing` - markdown table and log-scale plot.
+"""
+
+from .cases import GoldenCase, case_names, load_case
+from .implementations import PortImplementation, ReferenceImplementation, load_implementation
+from .printing import markdown_table, text_summary
+from .stages import TOLERANCES, StageRow, Tol, attribute, compare_tower, first_failure, stage_kind, tolerance
+
+__all__ = [
+    "TOLERANCES",
+    "GoldenCase",
+    "PortImplementation",
+    "ReferenceImplementation",
+    "StageRow",
+    "Tol",
+    "attribute",
+    "case_names",
+    "compare_tower",
+    "first_failure",
+    "load_case",
+    "load_implementation",
+    "markdown_table",
+    "stage_kind",
+    "text_summary",
+    "tolerance",
+]

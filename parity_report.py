@@ -1,0 +1,126 @@
+"""Parity report: run the implementation under test (the torch port by default) against a golden
+case and say, stage by stage, where it differs and whether interpolation or precision is why.
+
+    uv run parity_report.py                                   # photo_astronaut, tiny_a, float32 on the CPU
+    uv run parity_report.py --case full_size_3b --precision float32,bfloat16 --interpolation exact,float
+    uv run parity_report.py --case seed_rocket_224 --interpolation exact,float   # the seed scenario
+    uv run parity_report.py --list                            # the cases
+
+Per stage: shape, max abs, mean abs, max relative error (max|a-b| / max|golden|) of the whole
+run (accumulated) and of the stage fed its golden input (local), the tolerance
+(``parity.stages.TOLERANCES``) and a verdict; the first stage out of tolerance is in bold.
+Variants, each a switch, alone or together:
+
+  --interpolation exact,torchvision,float,bilinear   other resizes of the case's input image;
+        each one's pixels go through the NumPy reference in float64 (interpolation only)
+  --precision float32,bfloat16,float16               the implementation at that dtype on the golden
+        pixels (precision only), and on each variant's pixels (combined)
+  --device cpu,cuda                                  cuda is skipped (with a note) when unavailable
+
+The markdown goes to stdout and to --out; --plot writes a PNG of the error per stage (log scale)
+when matplotlib is importable. Exit status: 0 (written), 2 (bad arguments).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_CASE = "photo_astronaut"
+
+
+def _split(text):
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_args(argv=None):
+    from parity.implementations import DTYPES
+    from parity.variants import VARIANTS
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", default=DEFAULT_CASE, help=f"golden case or scenario (default {DEFAULT_CASE})")
+    parser.add_argument("--config", default=None,
+                        help="tower config: tiny_a, tiny_b (image cases, two_frames), 3b (full_size_3b, and the "
+                             "in-memory scenarios: built on the fly, about a minute); default: the case's first")
+    parser.add_argument("--precision", default=None,
+                        help=f"comma-separated dtypes of the implementation: {','.join(DTYPES)} "
+                             "(default float32, or none when only --interpolation is given)")
+    parser.add_argument("--device", default="cpu,cuda", help="comma-separated devices (default cpu,cuda: cuda when "
+                                                            "available)")
+    parser.add_argument("--interpolation", default="",
+                        help=f"comma-separated interpolation variants: {','.join(VARIANTS)} (default: none)")
+    parser.add_argument("--impl", default="port",
+                        help="implementation under test: port (default), reference, or module:factory with "
+                             "factory(config, weights, dtype, device) (see parity/implementations.py)")
+    parser.add_argument("--out", default="reports/parity.md", help="markdown file (default reports/parity.md; "
+                                                                  "'' for none)")
+    parser.add_argument("--plot", default="reports/parity.png", help="PNG plot (default reports/parity.png; '' for "
+                                                                    "none)")
+    parser.add_argument("--list", action="store_true", help="list the cases and their tower configs, then exit")
+    args = parser.parse_args(argv)
+
+    args.variants = _split(args.interpolation)
+    bad = [v for v in args.variants if v not in VARIANTS]
+    if bad:
+        parser.error(f"unknown --interpolation {bad}; choose from {', '.join(VARIANTS)}")
+    if args.precision is None:
+        args.dtypes = [] if args.variants else ["float32"]
+    else:
+        args.dtypes = _split(args.precision)
+    bad = [d for d in args.dtypes if d not in DTYPES]
+    if bad:
+        parser.error(f"unknown --precision {bad}; choose from {', '.join(DTYPES)}")
+    args.devices = _split(args.device)
+    bad = [d for d in args.devices if d not in ("cpu", "cuda")]
+    if bad:
+        parser.error(f"unknown --device {bad}; choose from cpu, cuda")
+    if "torchvision" in args.variants:
+        from parity.variants import torchvision_available
+
+        if not torchvision_available():
+            args.variants.remove("torchvision")
+            args.skipped = ["--interpolation torchvision: torchvision does not import; skipped"]
+    args.skipped = getattr(args, "skipped", [])
+    return parser, args
+
+
+def main(argv=None):
+    parser, args = parse_args(argv)
+    from parity.cases import case_names, load_case
+    from parity.printing import plot_runs
+    from parity.report import build_runs, report_markdown
+
+    if args.list:
+        for name in case_names():
+            print(name)
+        return 0
+    if args.case not in case_names():
+        parser.error(f"unknown --case {args.case!r}; known: {', '.join(case_names())}")
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
+    case = load_case(args.case, configs=(args.config,) if args.config else None)
+    config = args.config or next(iter(case.towers))
+    if config not in case.towers:
+        parser.error(f"case {args.case} has tower configs {sorted(case.towers)}, not {config!r}")
+    runs, notes = build_runs(case, config, dtypes=args.dtypes, devices=args.devices, variants=args.variants,
+                             impl_spec=args.impl, log=log)
+    markdown = report_markdown(case, config, runs, args.skipped + notes)
+    print(markdown)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown + "\n")
+        log(f"wrote {out}")
+    if args.plot:
+        plot = Path(args.plot)
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        if plot_runs(runs, plot, title=f"{case.name} / {config}") is None:
+            log("matplotlib is not importable: no plot written (the markdown report is complete)")
+        else:
+            log(f"wrote {plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
