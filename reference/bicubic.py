@@ -97,8 +97,8 @@ def resample_axis(src, out_size, axis):
     is exact here.
     """
     rows = np.moveaxis(src, axis, 0)
-    planes = np.ascontiguousarray(rows.reshape(rows.shape[0], -1)[None], dtype=np.float64)  # [1, in, rest]
-    out = _resample_rows(planes, out_size)[0].astype(np.uint8)
+    levels = np.ascontiguousarray(rows.reshape(rows.shape[0], 1, -1), dtype=np.float64)  # [in, 1, rest]
+    out = _vertical(levels, _bands(rows.shape[0], out_size), 0, 0).astype(np.uint8)  # [out, 1, rest]
     return np.moveaxis(out.reshape((out_size,) + rows.shape[1:]), 0, axis)
 
 
@@ -116,28 +116,68 @@ def _band(xmin, weights, start, stop, in_size):
     return lo, hi, band
 
 
-def _resample_rows(planes, out_size):
-    """One pass along axis 1 of float64 planes [C, in, M] holding uint8 values -> [C, out, M].
+_BLOCK = 8  # outputs per band: measured fastest from small upscales to 4x downscales
 
-    Outputs are taken a block at a time: each block is one matrix product of the band of
-    weights [block, source range] with the source rows it reads, long rows of M values
-    (an efficient BLAS shape), so the work stays proportional to the taps.
+
+@lru_cache(maxsize=64)
+def _bands(in_size, out_size):
+    """The resampling matrix of one axis, cut into dense blocks of outputs.
+
+    Returns ``((start, stop, lo, hi, band), ...)``: outputs ``start:stop`` read sources
+    ``lo:hi`` with weights ``band`` [hi - lo, stop - start], the integer weights times 2^-22.
+    Scaling by a power of two is exact, so a product with ``band`` gives ``acc / 2^22``
+    exactly, and Pillow's ``(2^21 + acc) >> 22`` is ``floor(0.5 + acc / 2^22)``, exact too.
+    Outputs are taken a few at a time, so that each band is mostly taps (the work stays
+    about proportional to the taps) and each block is one matrix product.
     """
-    in_size = planes.shape[1]
     xmin, weights = resample_coefficients(in_size, out_size)
-    block = max(16, 2 * weights.shape[1])  # keeps the band about half full
-    out = np.empty((planes.shape[0], out_size, planes.shape[2]))
+    block = _BLOCK
+    blocks = []
     for start in range(0, out_size, block):
         stop = min(start + block, out_size)
         lo, hi, band = _band(xmin, weights, start, stop, in_size)
-        np.matmul(band.T, planes[:, lo:hi, :], out=out[:, start:stop, :])
-    # (acc + 2^21) >> 22, exactly: the sum is an integer and 2^22 a power of two; then clamp.
-    out += _HALF
-    out *= 1.0 / _ONE
-    np.floor(out, out=out)
-    return np.clip(out, 0, 255, out=out)
+        band *= 1.0 / _ONE
+        band.flags.writeable = False  # cached: shared by every call
+        blocks.append((start, stop, lo, hi, band))
+    return tuple(blocks)
 
 
+def _round_to_levels(acc):
+    """``acc / 2^22`` (float64, exact) -> Pillow's ``clip8((2^21 + acc) >> 22)``, in place, as float64."""
+    acc += 0.5
+    np.floor(acc, out=acc)
+    return np.clip(acc, 0, 255, out=acc)
+
+
+def _vertical(levels, blocks, r0, lo):
+    """Vertical pass over float64 levels [rows, C, W] whose row 0 is source row ``lo``
+    -> output rows ``r0:r1`` [r1 - r0, C, W], ``blocks`` being consecutive blocks of :func:`_bands`.
+
+    Each block is one matrix product ``band.T @ levels[rows it reads]`` on rows of C*W values
+    (a long, efficient BLAS shape); the result is rounded and clamped as Pillow's uint8 image is.
+    """
+    rows, c, w = levels.shape
+    src = levels.reshape(rows, c * w)
+    out = np.empty((blocks[-1][1] - r0, c * w))
+    for start, stop, b_lo, b_hi, band in blocks:
+        np.matmul(band.T, src[b_lo - lo:b_hi - lo], out=out[start - r0:stop - r0])
+    return _round_to_levels(out).reshape(-1, c, w)
+
+
+def _horizontal(levels, out_size):
+    """Horizontal pass over float64 levels [rows, C, W] -> [rows, C, out_size].
+
+    The levels are one matrix [rows*C, W]; each block of outputs is ``matrix[:, lo:hi] @ band``.
+    """
+    rows, c, in_size = levels.shape
+    src = levels.reshape(rows * c, in_size)
+    out = np.empty((rows * c, out_size))
+    for start, stop, lo, hi, band in _bands(in_size, out_size):
+        np.matmul(src[:, lo:hi], band, out=out[:, start:stop])
+    return _round_to_levels(out).reshape(rows, c, out_size)
+
+
+@lru_cache(maxsize=1)
 def installed_pillow_version():
     """The installed Pillow's version as a tuple, read from package metadata (PIL is not imported)."""
     from importlib import metadata
@@ -184,34 +224,58 @@ def unpremultiply_alpha(image):
     return np.concatenate([color.astype(np.uint8), image[..., -1:]], axis=-1)
 
 
+_STRIP_VALUES = 1 << 18  # about this many float64 values (2 MiB) per strip: it stays in the CPU cache
+
+
 def _resize_planes(image, height, width, pillow_version):
     """uint8 [H, W(, C)] -> uint8 [height, width(, C)]: the two passes, in Pillow's order.
 
-    Each pass resamples axis 1 of float64 planes [C, rows, columns], so the image is held
-    as [C, H, W] for the vertical pass and as [C, W, H] for the horizontal one.
+    Levels are held as float64 [rows, C, columns], so that the vertical pass resamples
+    axis 0 of a [rows, C*columns] matrix and the horizontal pass axis 1 of a
+    [rows*C, columns] matrix: neither needs a transposed copy. Output rows are made a strip
+    at a time, each from just the source rows its vertical taps read, so both passes and
+    their rounding work on data that stays in the CPU cache. Strips change nothing: an
+    output row is computed from the same source rows with the same weights whichever strip
+    it is in (a source row shared by two strips simply has its horizontal pass done twice).
     """
     hwc = image[:, :, None] if image.ndim == 2 else image
-    in_h, in_w = image.shape[:2]
-    passes = []
-    if width != in_w:
-        passes.append((width, "W"))
-    if height != in_h:
-        passes.append((height, "H"))
-    if len(passes) == 2 and vertical_first(in_h, in_w, height, width, pillow_version):
-        passes.reverse()
-    first = passes[0][1]
-    planes = np.ascontiguousarray(hwc.transpose(2, 0, 1) if first == "H" else hwc.transpose(2, 1, 0),
-                                  dtype=np.float64)
-    layout = first
-    for size, axis in passes:
-        if axis != layout:
-            planes, layout = np.ascontiguousarray(planes.transpose(0, 2, 1)), axis
-        # each pass rounds and clamps to uint8 values, as Pillow's uint8 temporary image does
-        planes = _resample_rows(planes, size)
-    planes = planes.astype(np.uint8)
-    out = planes.transpose(1, 2, 0) if layout == "H" else planes.transpose(2, 1, 0)  # -> [H, W, C]
-    out = np.ascontiguousarray(out)
+    in_h, in_w, channels = hwc.shape
+    horizontal_first = not vertical_first(in_h, in_w, height, width, pillow_version)
+    out = np.empty((height, width, channels), np.uint8)
+    for r0, r1, blocks in _strips(in_h, height, _STRIP_VALUES // (channels * max(in_w, width))):
+        lo, hi = blocks[0][2], max(b[3] for b in blocks)  # the source rows this strip reads
+        levels = np.empty((hi - lo, channels, in_w))  # [rows, C, in_w]
+        for c in range(channels):  # channel by channel: long inner loops in both copies
+            levels[:, c, :] = hwc[lo:hi, :, c]
+        if horizontal_first and width != in_w:
+            levels = _horizontal(levels, width)
+        if height != in_h:
+            levels = _vertical(levels, blocks, r0, lo)  # [r1 - r0, C, columns]
+        if not horizontal_first and width != in_w:
+            levels = _horizontal(levels, width)
+        for c in range(channels):
+            out[r0:r1, :, c] = levels[:, c, :]  # whole levels 0..255: the cast to uint8 is exact
     return out[:, :, 0] if image.ndim == 2 else out
+
+
+def _strips(in_size, out_size, rows):
+    """Strips of about ``rows`` output rows: ``(r0, r1, blocks)``, blocks as in :func:`_bands`.
+
+    Without a vertical pass (same height) output row i is source row i: one block per strip,
+    ``lo, hi = r0, r1``, and no band.
+    """
+    rows = max(rows, 1)
+    if in_size == out_size:
+        for r0 in range(0, out_size, rows):
+            r1 = min(r0 + rows, out_size)
+            yield r0, r1, ((r0, r1, r0, r1, None),)
+        return
+    strip = []
+    for block in _bands(in_size, out_size):
+        strip.append(block)
+        if block[1] - strip[0][0] >= rows or block[1] == out_size:
+            yield strip[0][0], block[1], tuple(strip)
+            strip = []
 
 
 def resize_bicubic(image, height, width, *, pillow_version=None):

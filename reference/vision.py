@@ -12,6 +12,14 @@ Precision: HF computes RMSNorm's variance, the rotary tables and the rotation it
 float32 whatever the model dtype, and eager attention takes its softmax in float32. The
 reference instead computes *everything* in the `dtype` passed to `vision_forward` (float64 by
 default, float32 supported); with float64 it is a higher-precision version of HF's float32.
+
+Speed (benchmarks/run.py): the time is in the matrix products, which NumPy hands to BLAS. Around
+them, a few spots use a less obvious form of the same operations, each next to (or named after)
+the plain function it stands for, and kept bit-equal to it by tests/test_fast_paths.py: the
+softmax of the attention and the SiLU of the MLP run in place in arrays that are theirs
+(`_softmax_in_place`, `_silu_in_place`), biases are added in place, the rotary is applied to q
+and k together a chunk of rows at a time (so its temporaries stay in the CPU cache), and
+`segment_attention` attends back-to-back segments through views instead of gathered copies.
 """
 
 from __future__ import annotations
@@ -62,6 +70,22 @@ def silu(x):  # [...] -> [...]
         return x / (1 + np.exp(-x))
 
 
+_ROWS = 256  # rows per chunk where elementwise work is chunked: a chunk's temporaries stay in cache
+
+
+def _silu_in_place(x):  # [S, ...] -> the same array, holding silu(x)
+    """:func:`silu` with the very same operations, in x's memory (the MLP's [S, intermediate]
+    arrays are the biggest of a block), _ROWS rows at a time so the temporary stays in cache."""
+    for r in range(0, len(x), _ROWS):
+        rows = x[r:r + _ROWS]
+        e = np.negative(rows)
+        with np.errstate(over="ignore"):
+            np.exp(e, out=e)
+        e += 1
+        rows /= e
+    return x
+
+
 def gelu(x):  # [...] -> [...]
     """Exact GELU, x * Phi(x): HF's nn.GELU() / ACT2FN["gelu"]."""
     return 0.5 * x * (1 + erf(x / math.sqrt(2)))
@@ -84,7 +108,9 @@ ACTIVATIONS = {"silu": silu, "swish": silu, "gelu": gelu, "gelu_new": gelu_tanh,
 
 def linear(x, weight, bias=None):  # [n, in] -> [n, out]
     y = x @ weight.T  # weights are stored [out, in], as in torch
-    return y if bias is None else y + bias
+    if bias is not None:
+        y += bias  # y + bias, in y's memory (y is new): no second [n, out] array
+    return y
 
 
 def rms_norm(x, weight, eps=1e-6):  # [S, hidden] -> [S, hidden]
@@ -203,16 +229,38 @@ def unpermute(x, rows):  # [S, ...] in `rows` order -> [S, ...] in original orde
 
 def attention(q, k, v):  # [..., Lq, d], [..., L, d], [..., L, d] -> [..., Lq, d]
     q = q * (q.shape[-1] ** -0.5)  # HF: scaling = head_dim**-0.5 on the scores
-    return softmax(q @ k.swapaxes(-1, -2)) @ v  # [..., Lq, L] @ [..., L, d]
+    scores = q @ k.swapaxes(-1, -2)  # [..., Lq, L]
+    return _softmax_in_place(scores) @ v  # softmax(scores) @ v, without copying the scores
+
+
+def _softmax_in_place(x):  # [..., n] -> the same array, holding softmax(x)
+    """:func:`softmax` with the very same operations, done in x's own memory (saves two copies
+    of the biggest array of the attention; tests/test_fast_paths.py keeps the two equal)."""
+    x -= x.max(axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
+    return x
+
+
+def _score_chunks(heads, length, max_scores):
+    """(segments, heads, query rows) per batch of :func:`segment_attention`: a batch holds at
+    most max_scores scores (at least one query row of one head)."""
+    per_head = length * length
+    if heads * per_head <= max_scores:
+        return max_scores // (heads * per_head), heads, length
+    if per_head <= max_scores:
+        return 1, max_scores // per_head, length
+    return 1, 1, max(1, max_scores // length)
 
 
 def segment_attention(q, k, v, cu_seqlens, *, max_scores=1 << 24):
     """Attention restricted to segments [cu[i], cu[i+1]) of the rows; no S x S mask.
 
-    q, k, v [S, heads, d] -> [S, heads, d]. Equal-length segments (most windows) are gathered
-    into one batch [n, heads, L, d] and attended with batched matmuls. `max_scores` caps the
-    score array; past it, segments and then query rows are taken in chunks (each query row's
-    softmax is independent, so chunking changes nothing).
+    q, k, v [S, heads, d] -> [S, heads, d]. Equal-length segments (most windows) are batched
+    [n, heads, L, d] and attended with batched matmuls. `max_scores` caps the score array:
+    segments are batched up to it, and a segment too big for it (a whole frame in a
+    full-attention block) is taken a few heads and query rows at a time. Each head's and each
+    query row's softmax is independent, so chunking changes nothing.
     """
     cu = np.asarray(cu_seqlens, dtype=np.int64)
     heads = q.shape[1]
@@ -222,23 +270,35 @@ def segment_attention(q, k, v, cu_seqlens, *, max_scores=1 << 24):
         if length == 0:
             continue
         seg_starts = starts[lengths == length]
-        per_segment = heads * length * length
-        n_chunk = max(1, max_scores // per_segment)  # segments per batch
-        q_chunk = length if per_segment <= max_scores else max(1, max_scores // (heads * length))
+        n_chunk, h_chunk, q_chunk = _score_chunks(heads, length, max_scores)
         for i in range(0, len(seg_starts), n_chunk):
             rows = seg_starts[i:i + n_chunk, None] + np.arange(length)  # [n, L] row numbers
-            qs, ks, vs = (a[rows].transpose(0, 2, 1, 3) for a in (q, k, v))  # [n, heads, L, d]
-            for j in range(0, length, q_chunk):
-                o = attention(qs[:, :, j:j + q_chunk], ks, vs)  # [n, heads, Lq, d]
-                out[rows[:, j:j + q_chunk]] = o.transpose(0, 2, 1, 3)  # [n, Lq, heads, d]
+            if (np.diff(rows.reshape(-1)) == 1).all():  # segments back to back: views, no copies
+                segs = slice(rows[0, 0], rows[-1, -1] + 1)
+                qs, ks, vs, outs = (a[segs].reshape(rows.shape + a.shape[1:]) for a in (q, k, v, out))
+            else:
+                (qs, ks, vs), outs = (a[rows] for a in (q, k, v)), None  # [n, L, heads, d]
+            qs, ks, vs = (a.transpose(0, 2, 1, 3) for a in (qs, ks, vs))  # [n, heads, L, d]
+            for h in range(0, heads, h_chunk):
+                hs = slice(h, h + h_chunk)
+                for j in range(0, length, q_chunk):
+                    o = attention(qs[:, hs, j:j + q_chunk], ks[:, hs], vs[:, hs])  # [n, h, Lq, d]
+                    if outs is None:
+                        out[rows[:, j:j + q_chunk], hs] = o.transpose(0, 2, 1, 3)  # [n, Lq, h, d]
+                    else:
+                        outs[:, j:j + q_chunk, hs] = o.transpose(0, 2, 1, 3)
     return out
 
 
 def vision_attention(x, cos, sin, cu_seqlens, qkv, proj, num_heads):  # [S, hidden] -> [S, hidden]
     S, hidden = x.shape
     qkv_out = linear(x, **qkv).reshape(S, 3, num_heads, hidden // num_heads)  # [S, 3*hidden] -> [S, 3, heads, d]
+    # rotary on q and k only: q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), done
+    # in place in qkv_out (viewed as [S, 2*heads, d]) a chunk of rows at a time, in cache
+    qk = qkv_out[:, :2].reshape(S, 2 * num_heads, -1)  # a view
+    for r in range(0, S, _ROWS):
+        qk[r:r + _ROWS] = apply_rotary(qk[r:r + _ROWS], cos[r:r + _ROWS], sin[r:r + _ROWS])
     q, k, v = qkv_out[:, 0], qkv_out[:, 1], qkv_out[:, 2]  # [S, heads, d] each
-    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # rotary on q and k only
     o = segment_attention(q, k, v, cu_seqlens)  # [S, heads, d]
     return linear(o.reshape(S, hidden), **proj)  # [S, hidden] -> [S, hidden]
 
@@ -247,7 +307,10 @@ def vision_attention(x, cos, sin, cu_seqlens, qkv, proj, num_heads):  # [S, hidd
 
 
 def vision_mlp(x, gate_proj, up_proj, down_proj, act="silu"):  # [S, hidden] -> [S, hidden]
-    a = ACTIVATIONS[act](linear(x, **gate_proj)) * linear(x, **up_proj)  # [S, inter]
+    # act(gate(x)) * up(x); for silu (all released towers) computed in the gate's own memory
+    gate = linear(x, **gate_proj)  # [S, inter]
+    a = _silu_in_place(gate) if ACTIVATIONS[act] is silu else ACTIVATIONS[act](gate)
+    a *= linear(x, **up_proj)  # [S, inter]
     return linear(a, **down_proj)  # [S, inter] -> [S, hidden]
 
 

@@ -2,20 +2,36 @@
 
 The resize is where ports drift: resizing a float image (or with torchvision's uint8
 kernel) differs from HF by up to a few uint8 steps. Here the uint8 image is resized by
-Pillow itself, exactly as HF does, and the rest is done in torch.
+Pillow itself, exactly as HF does.
 
 Rescale and normalize map each uint8 value ``v`` of channel ``c`` to
 ``float32((float32(v * (1/255) in float64) - mean[c]) / std[c])`` — a function of
 ``(c, v)`` only — so they are one lookup into a [3, 256] table, bit-equal to computing
 them per pixel and much cheaper.
+
+Speed (see ``benchmarks/run.py``), with more than one torch thread:
+
+* Pillow's resize is two separable passes with a uint8 image in between: a horizontal pass
+  (each output row from its own source row) and a vertical pass (each output column from its
+  own source column), in an order fixed by the sizes. Done as two resizes that each change
+  one side, in Pillow's order, the passes are the same; and each pass can be cut into bands
+  (of rows for the horizontal pass, of columns for the vertical one) resized on a thread pool
+  (Pillow releases the GIL while resampling): the same bytes as ``image.resize(size)``.
+* The patches are gathered as uint8, looked up in the table and written once into the output,
+  a row of merge blocks at a time, the rows shared out on the same pool.
+
+The thread count follows ``torch.get_num_threads()`` (1 in DataLoader workers: all runs inline).
 """
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import PIL.Image
 import torch
 
+from reference.bicubic import vertical_first
 from reference.smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -55,7 +71,35 @@ def _convert_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
         image = image.convert("RGBA")
         white = PIL.Image.new("RGBA", image.size, (255, 255, 255, 255))
         return PIL.Image.alpha_composite(white, image).convert("RGB")
+    if image.mode == "RGB":
+        return image  # convert("RGB") would only copy it; nothing here writes to it
     return image.convert("RGB")
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+_MIN_PARALLEL_PIXELS = 1 << 19  # below this (about 700x700), threads do not pay for their hand-offs
+
+
+def _pool(workers: int) -> Optional[ThreadPoolExecutor]:
+    """A shared pool of ``workers`` threads, or None for 1 (run inline)."""
+    if workers <= 1:
+        return None
+    with _POOLS_LOCK:
+        if workers not in _POOLS:
+            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="qwen2_5_vl_transform")
+        return _POOLS[workers]
+
+
+def _run(pool: Optional[ThreadPoolExecutor], fn, items) -> list:
+    return [fn(item) for item in items] if pool is None else list(pool.map(fn, items))
+
+
+def _split(n: int, parts: int) -> list[tuple[int, int]]:
+    """``range(n)`` cut into ``parts`` nearly equal ``(start, stop)`` pieces (none empty)."""
+    parts = max(1, min(parts, n))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def normalize_table(mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -106,35 +150,125 @@ class Qwen2_5_VLImageTransform:
         self.image_std = tuple(image_std)
         self.dtype = dtype
         self._table = normalize_table(image_mean, image_std)
+        self._table_np = self._table.numpy()
 
     def resize(self, image: PIL.Image.Image) -> PIL.Image.Image:
         """RGB PIL image -> RGB PIL image of the ``smart_resize`` size (Pillow BICUBIC, uint8)."""
+        return image.resize(self._size(image), PIL.Image.Resampling.BICUBIC)
+
+    def _size(self, image: PIL.Image.Image) -> tuple[int, int]:
         height, width = smart_resize(
             image.height, image.width, self.patch_size * self.merge_size, self.min_pixels, self.max_pixels
         )
-        return image.resize((width, height), PIL.Image.Resampling.BICUBIC)
+        return width, height
 
     def patchify(self, resized: torch.Tensor) -> torch.Tensor:
         """uint8 [H, W, 3] -> float32 [gh*gw, 3*tp*p*p], rows in 2x2 merge-block order."""
+        resized = np.asarray(resized.numpy())
+        gh, gw = resized.shape[0] // self.patch_size, resized.shape[1] // self.patch_size
+        out = self._empty_patches(gh, gw)
+        self._patchify_into(resized, out)
+        return torch.from_numpy(out.reshape(gh * gw, -1))
+
+    def _empty_patches(self, gh: int, gw: int) -> np.ndarray:
         p, m, tp = self.patch_size, self.merge_size, self.temporal_patch_size
-        height, width, _ = resized.shape
-        gh, gw = height // p, width // p
-        blocks = resized.reshape(gh // m, m, p, gw // m, m, p, 3)
-        blocks = blocks.permute(0, 3, 1, 4, 6, 2, 5)  # [gh/m, gw/m, m, m, C, p, p]: still uint8
-        channel = torch.arange(3).view(1, 1, 1, 1, 3, 1, 1)
-        values = self._table[channel, blocks.long()]  # rescale + normalize, bit-exact
-        values = values.unsqueeze(5).expand(*values.shape[:5], tp, p, p)  # repeat the frame in time
-        return values.reshape(gh * gw, 3 * tp * p * p)
+        return np.empty((gh // m, gw // m, m, m, 3, tp, p, p), np.float32)
+
+    def _patchify_into(self, resized: np.ndarray, out: np.ndarray) -> None:
+        """uint8 [H, W, 3] (whole merge blocks) -> ``out`` [H/(m*p), W/(m*p), m, m, 3, tp, p, p].
+
+        A row of merge blocks at a time: its patches are gathered as uint8 [W/(m*p), m, m, 3, p, p],
+        every value is looked up in the table (rescale + normalize, bit-exact) straight into
+        ``out``, and the frame is copied to the other time steps.
+        """
+        p, m = self.patch_size, self.merge_size
+        rows, cols = out.shape[:2]
+        levels = np.empty((cols, m, m, 3, p, p), np.uint8)
+        for r in range(rows):
+            block = resized[r * m * p : (r + 1) * m * p, : cols * m * p].reshape(m, p, cols, m, p, 3)
+            levels[...] = block.transpose(2, 0, 3, 5, 1, 4)  # [cols, m, m, C, p, p]
+            o = out[r]  # [cols, m, m, C, tp, p, p]
+            for c in range(3):
+                np.take(self._table_np[c], levels[:, :, :, c], out=o[:, :, :, c, 0], mode="clip")
+            o[:, :, :, :, 1:] = o[:, :, :, :, :1]  # repeat the frame in time
+
+    def _pixel_values(self, image: PIL.Image.Image, threads: int = 1) -> np.ndarray:
+        """RGB PIL image -> float32 [gh*gw, 3*tp*p*p]: :meth:`resize` then :meth:`patchify`, in bands.
+
+        Pillow's passes run as one-sided resizes in Pillow's order (``vertical_first``: the rule
+        of the installed Pillow). Every pass but the last is done in bands and pasted together.
+        The last pass is cut into bands of whole merge blocks (rows of them for a horizontal pass
+        or no pass, columns for a vertical pass), and each band is resized and patchified by one
+        job: the bands go through the pool side by side and are never assembled.
+        """
+        width, height = self._size(image)
+        gh, gw = height // self.patch_size, width // self.patch_size
+        pool = _pool(threads)
+        if pool is None:  # one thread: Pillow's own two passes, then the patches
+            out = self._empty_patches(gh, gw)
+            self._patchify_into(np.asarray(self.resize(image)), out)
+            return out.reshape(gh * gw, -1)
+        unit = self.patch_size * self.merge_size  # pixels per merge block side
+        passes = []
+        if width != image.width:
+            passes.append("horizontal")
+        if height != image.height:
+            passes.append("vertical")
+        if len(passes) == 2 and vertical_first(image.height, image.width, height, width):
+            passes.reverse()
+        bands = 2 * threads
+        if len(passes) == 2:
+            if passes[0] == "horizontal":  # rows are independent: bands of rows
+                cuts = [(0, y0, image.width, y1) for y0, y1 in _split(image.height, bands)]
+                image = self._resize_cuts(image, (width, image.height), cuts, pool)
+            else:  # columns are independent: bands of columns
+                cuts = [(x0, 0, x1, image.height) for x0, x1 in _split(image.width, bands)]
+                image = self._resize_cuts(image, (image.width, height), cuts, pool)
+        last = passes[-1] if passes else None
+        out = self._empty_patches(gh, gw)
+
+        def band(span: tuple[int, int]) -> None:
+            a, b = span  # merge-block columns (vertical last pass) or rows (otherwise)
+            if last == "vertical":
+                box = (a * unit, 0, b * unit, image.height)
+                part = (out[:, a:b], (box[2] - box[0], height))
+            else:
+                box = (0, a * unit, image.width, b * unit)
+                part = (out[a:b], (width, box[3] - box[1]))
+            piece = image if box == (0, 0) + image.size else image.crop(box)
+            if last is not None:
+                piece = piece.resize(part[1], PIL.Image.Resampling.BICUBIC)
+            self._patchify_into(np.asarray(piece), part[0])
+
+        _run(pool, band, _split(gw // self.merge_size if last == "vertical" else gh // self.merge_size, bands))
+        return out.reshape(gh * gw, -1)
+
+    @staticmethod
+    def _resize_cuts(image, size, cuts, pool) -> PIL.Image.Image:
+        """One pass (``size`` differs from ``image.size`` on one side only), band by band."""
+        horizontal = size[1] == image.height
+
+        def one(box):
+            x0, y0, x1, y1 = box
+            band_size = (size[0], y1 - y0) if horizontal else (x1 - x0, size[1])
+            return image.crop(box).resize(band_size, PIL.Image.Resampling.BICUBIC)
+
+        out = PIL.Image.new(image.mode, size, None)  # not filled: every pixel is pasted below
+        for box, band in zip(cuts, _run(pool, one, cuts)):
+            out.paste(band, (0, box[1]) if horizontal else (box[0], 0))
+        return out
 
     def __call__(self, sample: Mapping[str, Any]) -> dict:
         if "image" not in sample:
             raise KeyError("sample has no 'image'")
-        image = self.resize(_convert_rgb(_to_pil(sample["image"])))
-        resized = torch.from_numpy(np.array(image))  # [H, W, 3] uint8 (a writable copy)
-        pixel_values = self.patchify(resized)
+        image = _convert_rgb(_to_pil(sample["image"]))
+        image.load()  # decoded once, before any thread reads it
+        threads = torch.get_num_threads() if image.width * image.height >= _MIN_PARALLEL_PIXELS else 1
+        width, height = self._size(image)
+        pixel_values = torch.from_numpy(self._pixel_values(image, threads))  # resize + patchify
         if self.dtype is not None:
             pixel_values = pixel_values.to(self.dtype)
-        grid = [[1, resized.shape[0] // self.patch_size, resized.shape[1] // self.patch_size]]
+        grid = [[1, height // self.patch_size, width // self.patch_size]]
         out = dict(sample)
         out["pixel_values"] = pixel_values
         out["image_grid_thw"] = torch.tensor(grid, dtype=torch.int64)

@@ -1,0 +1,178 @@
+"""The fast forms equal the readable ones they stand in for (benchmarks/run.py times them).
+
+* bicubic: strips of output rows and banded products == Pillow, whatever the strip size;
+* preprocess: the lookup-table patchify == patchify(normalize(rescale(...))), bit for bit;
+* vision: in-place softmax / SiLU, the chunked rotary and the chunked segment attention ==
+  the plain functions; the float32 tower stays float32;
+* torch_port transform: the banded, threaded Pillow passes == ``image.resize`` and HF.
+"""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+import reference
+import reference.bicubic as bicubic
+from reference.preprocess import (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize, normalize_table, patchify,
+                                  patchify_levels, rescale)
+from reference.vision import (_silu_in_place, _softmax_in_place, apply_rotary, full_cu_seqlens, segment_attention,
+                              silu, softmax, vision_attention, vision_forward, vision_mlp, window_index)
+from torch_port import Qwen2_5_VLImageTransform
+
+
+def pil_resize(image, height, width):
+    return np.asarray(PIL.Image.fromarray(image).resize((width, height), PIL.Image.Resampling.BICUBIC))
+
+
+# ---------------------------------------------------------------- bicubic
+
+
+@pytest.mark.parametrize("strip_values", [1, 500, 1 << 12, 1 << 40])
+def test_resize_strips_change_nothing(monkeypatch, strip_values):
+    """One row per strip, a few, or the whole image in one strip: always Pillow's bytes."""
+    monkeypatch.setattr(bicubic, "_STRIP_VALUES", strip_values)
+    rng = np.random.default_rng(strip_values % 97)
+    cases = [((97, 61), (40, 83)), ((61, 97), (83, 40)), ((300, 50), (100, 56)),  # vertical first
+             ((50, 300), (56, 100)), ((33, 47), (33, 90)), ((33, 47), (90, 47)), ((1, 9), (7, 1))]
+    for (h, w), (oh, ow) in cases:
+        for channels in (0, 3, 4):
+            image = rng.integers(0, 256, (h, w) if channels == 0 else (h, w, channels), dtype=np.uint8)
+            np.testing.assert_array_equal(reference.resize_bicubic(image, oh, ow), pil_resize(image, oh, ow),
+                                          err_msg=f"{(h, w)} -> {(oh, ow)}, {channels} channels")
+
+
+# ---------------------------------------------------------------- preprocess
+
+
+def test_normalize_table_is_rescale_then_normalize_per_level():
+    table = normalize_table(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+    assert table.dtype == np.float32 and table.shape == (3, 256)
+    for c in range(3):
+        levels = np.arange(256, dtype=np.uint8)[None, None, :]  # one channel, every level
+        want = normalize(rescale(levels), OPENAI_CLIP_MEAN[c:c + 1], OPENAI_CLIP_STD[c:c + 1])[0, 0]
+        np.testing.assert_array_equal(table[c], want)
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (56, 84), (140, 28), (28 * 9, 28 * 5)])
+def test_patchify_levels_equals_patchify_of_normalized(shape):
+    rng = np.random.default_rng(sum(shape))
+    image = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
+    mean, std = (0.5, 0.25, 0.125), (0.2, 0.3, 0.7)  # not CLIP's: the table follows its arguments
+    want, gh, gw = patchify(normalize(rescale(image.transpose(2, 0, 1)), mean, std))
+    got, gh2, gw2 = patchify_levels(image, normalize_table(mean, std))
+    assert (gh, gw) == (gh2, gw2) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+
+
+def test_preprocess_with_and_without_trace_agree():
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (90, 130, 3), dtype=np.uint8), rng.integers(0, 256, (50, 200), dtype=np.uint8),
+              rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)]
+    fast = reference.preprocess(images)  # lookup-table path
+    trace = {}
+    slow = reference.preprocess(images, trace=trace)  # rescale -> normalize -> patchify, every stage kept
+    np.testing.assert_array_equal(fast["pixel_values"], slow["pixel_values"])
+    np.testing.assert_array_equal(fast["image_grid_thw"], slow["image_grid_thw"])
+
+
+# ---------------------------------------------------------------- vision
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_and_silu_in_place_equal_the_plain_functions(dtype):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 600, 70)) * 30).astype(dtype)
+    x[0, 0, :3] = [-1e4, 1e4, 0.0]  # extreme logits
+    np.testing.assert_array_equal(_softmax_in_place(x.copy()), softmax(x))
+    y = (rng.standard_normal((700, 33)) * 20).astype(dtype)  # more rows than one chunk
+    y[0, :4] = [-1e4, 1e4, -200.0, 0.0]  # exp overflow for very negative inputs gives -0
+    np.testing.assert_array_equal(_silu_in_place(y.copy()), silu(y))
+
+
+def _plain_vision_attention(x, cos, sin, cu_seqlens, qkv, proj, num_heads):
+    """vision_attention as first written: separate rotary calls on q and k, no chunks."""
+    S, hidden = x.shape
+    qkv_out = (x @ qkv["weight"].T + qkv["bias"]).reshape(S, 3, num_heads, hidden // num_heads)
+    q, k, v = qkv_out[:, 0], qkv_out[:, 1], qkv_out[:, 2]
+    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    o = segment_attention(q, k, v, cu_seqlens)
+    return o.reshape(S, hidden) @ proj["weight"].T + proj["bias"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_attention_and_mlp_equal_their_plain_forms(dtype):
+    rng = np.random.default_rng(1)
+    hidden, heads, inter, side = 48, 4, 80, 26  # 676 rows: several rotary / SiLU chunks, edge windows
+    grid = np.array([[1, side, side]])
+    x = rng.standard_normal((side * side, hidden)).astype(dtype)
+    cos, sin = reference.rotary_cos_sin(grid, hidden // heads, dtype=dtype)
+
+    def lin(n_out, n_in):
+        return {"weight": (rng.standard_normal((n_out, n_in)) / n_in ** 0.5).astype(dtype),
+                "bias": rng.standard_normal(n_out).astype(dtype)}
+
+    qkv, proj = lin(3 * hidden, hidden), lin(hidden, hidden)
+    for cu in (window_index(grid, window_size=56)[1], full_cu_seqlens(grid)):
+        got = vision_attention(x, cos, sin, cu, qkv, proj, heads)
+        np.testing.assert_array_equal(got, _plain_vision_attention(x, cos, sin, cu, qkv, proj, heads))
+    gate, up, down = lin(inter, hidden), lin(inter, hidden), lin(hidden, inter)
+    plain = (silu(x @ gate["weight"].T + gate["bias"]) * (x @ up["weight"].T + up["bias"])) @ down["weight"].T
+    np.testing.assert_array_equal(vision_mlp(x, gate, up, down), plain + down["bias"])
+
+
+def test_segment_attention_chunks_and_layouts_agree():
+    """Batched windows (views or gathered rows), head chunks and query-row chunks: same numbers."""
+    rng = np.random.default_rng(2)
+    S, heads, d = 200, 4, 8
+    q, k, v = (rng.standard_normal((S, heads, d)) for _ in range(3))
+    back_to_back = np.array([0, 40, 80, 120, 160, 200])  # equal lengths, contiguous: views
+    interleaved = np.array([0, 40, 50, 90, 100, 140, 150, 200])  # lengths 40, 10, 40, 10, ...: gathered
+    for cu in (back_to_back, interleaved):
+        whole = segment_attention(q, k, v, cu)
+        for max_scores in (40 * 40 * 4, 40 * 40, 40 * 7, 1):  # all heads, one head, 7 rows, 1 row
+            np.testing.assert_allclose(segment_attention(q, k, v, cu, max_scores=max_scores), whole,
+                                       rtol=0, atol=1e-14)
+
+
+def test_float32_tower_stays_float32():
+    config = reference.VisionConfig(depth=2, hidden_size=32, num_heads=2, intermediate_size=40, out_hidden_size=24,
+                                    fullatt_block_indexes=(1,))
+    weights = reference.random_weights(config, seed=3)
+    grid = np.array([[1, 8, 12]])
+    pixels = np.random.default_rng(3).standard_normal((96, config.patch_dim)).astype(np.float32)
+    trace = {}
+    out = vision_forward(pixels, grid, weights, config, dtype=np.float32, trace=trace)
+    assert out.dtype == np.float32
+    assert {str(v.dtype) for v in trace.values() if v.dtype.kind == "f"} == {"float32"}
+
+
+# ---------------------------------------------------------------- torch_port transform
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_transform_bands_equal_pillow_then_patchify(threads):
+    """Every pass order (horizontal first, vertical first, one pass, none) with 1-3 threads."""
+    rng = np.random.default_rng(threads)
+    transform = Qwen2_5_VLImageTransform()
+    for (h, w), (gh, gw) in [((150, 226), (10, 16)), ((300, 50), (8, 2)), ((50, 300), (2, 8)),
+                             ((140, 99), (10, 8)), ((99, 140), (8, 10)), ((112, 168), (8, 12)), ((37, 41), (6, 4))]:
+        image = PIL.Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        transform._size = lambda image, size=(gw * 14, gh * 14): size  # any target size, not only smart_resize's
+        resized = np.asarray(image.resize((gw * 14, gh * 14), PIL.Image.Resampling.BICUBIC))
+        want, _, _ = patchify(normalize(rescale(resized.transpose(2, 0, 1)), OPENAI_CLIP_MEAN, OPENAI_CLIP_STD))
+        np.testing.assert_array_equal(transform._pixel_values(image, threads), want, err_msg=f"{(h, w)} -> {(gh, gw)}")
+        np.testing.assert_array_equal(transform.patchify(torch.from_numpy(resized.copy())).numpy(), want)
+
+
+def test_threaded_transform_matches_hf_on_a_large_photo():
+    from hfcheck.hf_image import hf_preprocess
+
+    photo = np.asarray(PIL.Image.open("data/photos/rocket.png").convert("RGB"))
+    image = np.asarray(PIL.Image.fromarray(photo).resize((1000, 700), PIL.Image.Resampling.BICUBIC))
+    assert image.shape[0] * image.shape[1] >= 1 << 19  # large enough for the threaded path
+    for max_pixels in (12845056, 1003520):
+        ours = Qwen2_5_VLImageTransform(max_pixels=max_pixels)({"image": PIL.Image.fromarray(image)})
+        hf = hf_preprocess([image], 3136, max_pixels)
+        np.testing.assert_array_equal(ours["pixel_values"].numpy(), hf["pixel_values"])
+        np.testing.assert_array_equal(ours["image_grid_thw"].numpy(), hf["image_grid_thw"])
