@@ -26,8 +26,9 @@ TOWER_CROSSCHECK_BOUND = 1e-5
 # integer stages are exact; float64 tower stages allow BLAS summation-order noise; the
 # full-size stages are stored as float32.
 DRIFT_BOUNDS = {"exact": 0.0, "float64": 1e-10, "float32": 1e-6}
-FULL_IMAGE = ("photo crop 84x140 (merged grid 3x5: not a multiple of the 4x4 window)",
-              lambda: photo("coffee")[60:144, 80:220])
+# Resized (90x150 -> 84x140, both bicubic passes) so that interpolation variants show on the full tower.
+FULL_IMAGE = ("photo crop 90x150 resized to 84x140 (merged grid 3x5: not a multiple of the 4x4 window)",
+              lambda: photo("coffee")[60:150, 80:230])
 
 
 def tiny_tower_stages(pixel_values, grid_thw, weights_by_config, report):

@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import safetensors.numpy
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
 MANIFEST = "MANIFEST.json"
@@ -39,10 +38,32 @@ def write_case(folder, name, tensors, metadata):
     header = {"format_version": FORMAT_VERSION}
     for key, value in metadata.items():
         header[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    arrays = {key: np.ascontiguousarray(value) for key, value in tensors.items()}
     path = Path(folder) / f"{name}.safetensors"
-    safetensors.numpy.save_file(arrays, str(path), metadata=header)
+    path.write_bytes(_safetensors_bytes(tensors, header))
     return path
+
+
+_DTYPES = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
+           np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.uint8): "U8", np.dtype(np.bool_): "BOOL"}
+
+
+def _safetensors_bytes(tensors, metadata):
+    """The safetensors encoding with a deterministic header (sorted keys), so that regenerating
+    unchanged goldens gives byte-identical files (the library's writer orders metadata at random)."""
+    header = {"__metadata__": dict(sorted(metadata.items()))}
+    blobs, offset = [], 0
+    for key in sorted(tensors):
+        array = np.ascontiguousarray(tensors[key])
+        if array.dtype not in _DTYPES:
+            raise TypeError(f"golden tensor {key!r} has unsupported dtype {array.dtype}")
+        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[key] = {"dtype": _DTYPES[array.dtype], "shape": list(array.shape),
+                       "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    return len(raw).to_bytes(8, "little") + raw + b"".join(blobs)
 
 
 def write_manifest(folder, extra=None):
