@@ -136,7 +136,7 @@ def summarize_crosscheck(report):
     worst = {}
     for _, config, errors in report:
         for (implementation, stage), error in errors.items():
-            kind = stage.split(".", 2)[-1] if stage.startswith("blocks.") else stage
+            kind = "blocks.*." + stage.split(".", 2)[-1] if stage.startswith("blocks.") else stage
             key = (config, implementation, kind)
             worst[key] = max(worst.get(key, 0.0), error)
     return worst

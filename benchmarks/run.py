@@ -8,8 +8,8 @@ One command prints one markdown report, everything measured in the same run::
 
 * Header: date, machine (CPU model, cores, load average before and after), library versions,
   BLAS libraries and thread counts.
-* GEMM peaks: NumPy (OpenBLAS) float32/float64 and torch float32/bfloat16 of one
-  [4096, 1280] x [1280, 3420] product (the tower's MLP shape), GFLOP/s of the fastest run.
+* GEMM peaks: NumPy (OpenBLAS) float32/float64 and torch float32/bfloat16 matmul, GFLOP/s of the
+  fastest run over the tower's Linear shapes with 4096 rows (qkv, MLP gate/up, MLP down).
 * Preprocessing of 640x480, 2000x1500 and 4032x3024 images (a photo from data/photos resized
   with Pillow plus mild noise; max_pixels 12845056): ``reference.preprocess`` (uint8 array in),
   ``torch_port.Qwen2_5_VLImageTransform``, HF's ``Qwen2VLImageProcessorPil`` and, when
@@ -75,8 +75,8 @@ VARIANTS = {
     "reference float32": "numpy float32",
     "reference float64": "numpy float64",
 }
-GEMM_SHAPE = (4096, 1280, 3420)
-QUICK_GEMM_SHAPE = (256, 128, 256)
+GEMM_SHAPES = [(4096, 1280, 3840), (4096, 1280, 3420), (4096, 3420, 1280)]  # qkv, MLP gate/up, MLP down
+QUICK_GEMM_SHAPES = [(256, 128, 256)]
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -188,30 +188,31 @@ def fmt_ms(seconds: float) -> str:
 # ----------------------------------------------------------------------------- GEMM peaks
 
 
-def gemm_peaks(shape, reps: int, settle: float) -> dict:
-    """Peak GFLOP/s (fastest of ``reps`` runs) of one [M, K] x [K, N] product: NumPy float32/float64,
-    torch float32/bfloat16. The fastest run is the least disturbed by other processes."""
+def gemm_peaks(shapes, reps: int, settle: float) -> dict:
+    """Peak GFLOP/s of NumPy float32/float64 and torch float32/bfloat16 matmul: the fastest of
+    ``reps`` runs of each [M, K] x [K, N] product in ``shapes`` (the tower's Linear shapes; the
+    weight is stored [N, K] and used transposed, as in the model). The fastest run is the one
+    least disturbed by other processes."""
     import torch
 
-    m, k, n = shape
-    flops = 2 * m * k * n
     rng = np.random.default_rng(0)
-    a32 = rng.standard_normal((m, k), dtype=np.float32)
-    b32 = rng.standard_normal((n, k), dtype=np.float32)  # stored [out, in] and used transposed, as the weights
-    a64, b64 = a32.astype(np.float64), b32.astype(np.float64)
-    ta, tb = torch.from_numpy(a32), torch.from_numpy(b32)
-    ta16, tb16 = ta.bfloat16(), tb.bfloat16()
-    cases = {
-        "numpy float32": lambda: a32 @ b32.T,
-        "numpy float64": lambda: a64 @ b64.T,
-        "torch float32": lambda: ta @ tb.T,
-        "torch bfloat16": lambda: ta16 @ tb16.T,
-    }
-    peaks = {}
+    peaks = {name: 0.0 for name in ("numpy float32", "numpy float64", "torch float32", "torch bfloat16")}
     with torch.inference_mode():
-        for name, fn in cases.items():
-            time.sleep(settle)
-            peaks[name] = flops / min(median_time(fn, reps)) / 1e9
+        for m, k, n in shapes:
+            a32 = rng.standard_normal((m, k), dtype=np.float32)
+            b32 = rng.standard_normal((n, k), dtype=np.float32)
+            a64, b64 = a32.astype(np.float64), b32.astype(np.float64)
+            ta, tb = torch.from_numpy(a32), torch.from_numpy(b32)
+            ta16, tb16 = ta.bfloat16(), tb.bfloat16()
+            cases = {
+                "numpy float32": lambda: a32 @ b32.T,
+                "numpy float64": lambda: a64 @ b64.T,
+                "torch float32": lambda: ta @ tb.T,
+                "torch bfloat16": lambda: ta16 @ tb16.T,
+            }
+            for name, fn in cases.items():
+                time.sleep(settle)
+                peaks[name] = max(peaks[name], 2 * m * k * n / min(median_time(fn, reps)) / 1e9)
     return peaks
 
 
@@ -376,7 +377,7 @@ def worker(variant: str, tmp: Path, sides: list[int], reps: int, config: VisionC
         peak = peak_rss_kb()
         np.save(tmp / f"out_{variant.replace(' ', '_')}_{side}.npy", to_numpy(out))
         result = {"variant": variant, "side": side, "times": times, "peak_rss_kb": peak,
-                  "rss_before_kb": rss_before, "peak_reset": reset}
+                  "rss_before_kb": rss_before, "peak_reset": reset, "load_after": os.getloadavg()[0]}
         print("RESULT " + json.dumps(result), flush=True)
         del out
 
@@ -453,8 +454,8 @@ def report(args, header, peaks, pre_rows, tower_rows, config, load_after) -> str
     w("- BLAS: " + "; ".join(f"{k}: {v}" for k, v in header["blas"].items()))
     w(f"- timing: median of {args.reps} runs after 1 warm-up (preprocessing: interleaved rounds)")
     w("")
-    m, k, n = QUICK_GEMM_SHAPE if args.quick else GEMM_SHAPE
-    w(f"GEMM peak, [{m}, {k}] x [{k}, {n}] (GFLOP/s, fastest of {max(args.reps, 5)} runs): "
+    shapes = " ".join(f"[{m}, {k}] x [{k}, {n}]," for m, k, n in (QUICK_GEMM_SHAPES if args.quick else GEMM_SHAPES))
+    w(f"GEMM peak (GFLOP/s of the fastest of {max(args.reps, 5)} runs of each of {shapes[:-1]}): "
       + ", ".join(f"{name} **{v:.0f}**" for name, v in peaks.items()))
     w("")
     if pre_rows:
@@ -469,9 +470,9 @@ def report(args, header, peaks, pre_rows, tower_rows, config, load_after) -> str
         name = "tiny test config" if args.quick else "3B preset (depth 32, hidden 1280, 16 heads, MLP 3420)"
         w(f"### Vision tower, {name}, random_weights(seed=0)")
         w("")
-        w("| image (patches) | variant | s | x HF f32 | model GFLOP/s | % of GEMM peak | peak RSS GiB | "
-          "max rel diff vs ref f64 |")
-        w("|---|---|---:|---:|---:|---|---:|---:|")
+        w("| image (patches) | variant | s (median) | s (min) | x HF f32 | model GFLOP/s | % of GEMM peak | "
+          "peak RSS GiB | load | max rel diff vs ref f64 |")
+        w("|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
         by_side = {}
         for r in tower_rows:
             by_side.setdefault(r["side"], {})[r["variant"]] = r
@@ -487,14 +488,16 @@ def report(args, header, peaks, pre_rows, tower_rows, config, load_after) -> str
                 pct = 100 * gflops / peaks[peak_name]
                 ratio = r["median_s"] / hf["median_s"] if hf else float("nan")
                 rss = r["peak_rss_kb"] / 2**20
-                w(f"| {px}x{px} ({side * side}) | {variant} | {r['median_s']:.2f} | {ratio:.2f} | {gflops:.0f} | "
-                  f"{pct:.0f}% ({peak_name.replace('float', 'f')}) | {rss:.2f} | "
-                  f"{r['rel_diff']:.1e} |")
+                w(f"| {px}x{px} ({side * side}) | {variant} | {r['median_s']:.2f} | {min(r['times']):.2f} | "
+                  f"{ratio:.2f} | {gflops:.0f} | {pct:.0f}% ({peak_name.replace('float', 'f')}) | {rss:.2f} | "
+                  f"{r['load_after']:.1f} | {r['rel_diff']:.1e} |")
         flops = ", ".join(f"{side * side} patches: {rows[next(iter(rows))]['flops'] / 1e12:.3f} TFLOP"
                           for side, rows in by_side.items())
         w("")
-        w(f"Model FLOPs per forward (analytic): {flops}. Peak RSS: VmHWM of the variant's own process "
-          "while that size runs (reset after loading; weights + library + activations).")
+        w(f"Model FLOPs per forward (analytic): {flops}. x HF f32 and GFLOP/s use the median. Peak RSS: "
+          "VmHWM of the variant's own process while that size runs (reset after loading; weights + library + "
+          "activations). load: 1-minute load average when the size finished (the benchmark itself keeps "
+          "about 2 busy; more means other processes shared the cores).")
         if not args.quick:  # a quick run's numbers say nothing about the targets
             w("")
             w(targets(pre_rows, by_side))
@@ -562,7 +565,7 @@ def main(argv=None) -> None:
         "blas": blas_info(),
     }
     settle = 0.0 if args.quick else SETTLE_S
-    peaks = gemm_peaks(QUICK_GEMM_SHAPE if args.quick else GEMM_SHAPE, max(args.reps, 5), settle)
+    peaks = gemm_peaks(QUICK_GEMM_SHAPES if args.quick else GEMM_SHAPES, max(args.reps, 5), settle)
     print(f"[gemm] {', '.join(f'{k} {v:.0f}' for k, v in peaks.items())} GFLOP/s", file=sys.stderr, flush=True)
     pre_rows, tower_rows = [], []
     if args.only in (None, "preprocess"):

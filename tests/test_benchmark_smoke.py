@@ -24,6 +24,6 @@ def test_quick_benchmark_runs_and_reports_everything(tmp_path):
     for variant in ("HF float32 (sdpa)", "port float32", "port bfloat16", "reference float32", "reference float64"):
         rows = [line for line in report.splitlines() if f"| {variant} |" in line]
         assert len(rows) == 2, (variant, rows)  # one per quick tower size
-        diffs = [float(row.rstrip(" |").rsplit("|", 1)[1]) for row in rows]
+        diffs = [float(row.rstrip(" |").rsplit("|", 1)[1]) for row in rows]  # last column
         bound = 5e-2 if "bfloat16" in variant else 1e-5  # the outputs really are the same model's
         assert all(d <= bound for d in diffs), (variant, diffs)
