@@ -13,9 +13,10 @@ One command prints one markdown report, everything measured in the same run::
 * Preprocessing of 640x480, 2000x1500 and 4032x3024 images (a photo from data/photos resized
   with Pillow plus mild noise; max_pixels 12845056): ``reference.preprocess`` (uint8 array in),
   ``torch_port.Qwen2_5_VLImageTransform``, HF's ``Qwen2VLImageProcessorPil`` and, when
-  torchvision imports, HF's ``Qwen2VLImageProcessor`` (PIL image in). Median ms of interleaved
-  rounds after one warm-up call each, ratio to HF's PIL processor, and whether ``pixel_values``
-  are bit-equal to it.
+  torchvision imports, HF's ``Qwen2VLImageProcessor`` (PIL image in). The implementations take
+  turns for ``--reps`` rounds; in each round one warm-up call, then 5 timed calls back to back
+  (a preprocessing loop's steady state). Median ms, ratio to HF's PIL processor, and whether
+  ``pixel_values`` are bit-equal to it.
 * The full-size vision tower (3B preset, ``random_weights(seed=0)``) on a 448x448 image (1024
   patches) and a 1008x1008 image (5184 patches): reference float64 and float32, port float32 and
   bfloat16, HF float32 (sdpa). Each variant runs in its own subprocess, one warm-up then
@@ -219,7 +220,9 @@ def gemm_peaks(shapes, reps: int, settle: float) -> dict:
 # ----------------------------------------------------------------------------- preprocessing
 
 
-def preprocess_section(sizes, reps: int, settle: float) -> list[dict]:
+def preprocess_section(sizes, rounds: int, per_round: int, settle: float) -> list[dict]:
+    """ms per call of each implementation on each size: ``rounds`` rounds over the implementations,
+    each one warm-up call then ``per_round`` timed calls back to back; median of all timed calls."""
     import PIL.Image
     import torch
 
@@ -255,12 +258,14 @@ def preprocess_section(sizes, reps: int, settle: float) -> list[dict]:
         want = outputs["HF Qwen2VLImageProcessorPil"]
         times = {name: [] for name in impls}
         with torch.inference_mode():
-            for _ in range(reps):  # interleaved: a load change hits every implementation alike
+            for _ in range(rounds):  # rounds over the implementations: a load change hits all of them alike
                 for name, fn in impls.items():
-                    time.sleep(settle)
-                    t0 = time.perf_counter()
-                    fn(array, image)
-                    times[name].append(time.perf_counter() - t0)
+                    time.sleep(settle)  # let the previous implementation's worker threads go idle
+                    fn(array, image)  # warm-up: caches, allocator, CPU clock, thread pools
+                    for _ in range(per_round):  # then back to back, as in a preprocessing loop
+                        t0 = time.perf_counter()
+                        fn(array, image)
+                        times[name].append(time.perf_counter() - t0)
         hf_time = statistics.median(times["HF Qwen2VLImageProcessorPil"])
         for name in impls:
             got = outputs[name]
@@ -272,7 +277,7 @@ def preprocess_section(sizes, reps: int, settle: float) -> list[dict]:
                 exact = f"max abs diff {np.abs(got.astype(np.float64) - want).max():.3g}"
             t = statistics.median(times[name])
             rows.append({"image": f"{width}x{height}", "patches": int(want.shape[0]), "impl": name,
-                         "ms": t * 1e3, "ratio": t / hf_time, "exact": exact, "runs": reps})
+                         "ms": t * 1e3, "ratio": t / hf_time, "exact": exact, "runs": len(times[name])})
     return rows
 
 
@@ -452,7 +457,9 @@ def report(args, header, peaks, pre_rows, tower_rows, config, load_after) -> str
       f"load average (1 min) {header['load_before']:.2f} before, {load_after:.2f} after")
     w("- versions: " + ", ".join(f"{k} {v}" for k, v in header["versions"].items()))
     w("- BLAS: " + "; ".join(f"{k}: {v}" for k, v in header["blas"].items()))
-    w(f"- timing: median of {args.reps} runs after 1 warm-up (preprocessing: interleaved rounds)")
+    w(f"- timing: preprocessing: median of {args.reps} rounds x {1 if args.quick else 5} calls back to back, each "
+      f"round after 1 warm-up call, implementations taking turns; tower: median of {args.reps} runs after 1 "
+      "warm-up, each variant in its own process")
     w("")
     shapes = " ".join(f"[{m}, {k}] x [{k}, {n}]," for m, k, n in (QUICK_GEMM_SHAPES if args.quick else GEMM_SHAPES))
     w(f"GEMM peak (GFLOP/s of the fastest of {max(args.reps, 5)} runs of each of {shapes[:-1]}): "
@@ -570,7 +577,7 @@ def main(argv=None) -> None:
     pre_rows, tower_rows = [], []
     if args.only in (None, "preprocess"):
         pre_rows = preprocess_section(QUICK_PREPROCESS_SIZES if args.quick else PREPROCESS_SIZES,
-                                      args.reps if args.quick else max(args.reps, 7), settle)
+                                      args.reps, 1 if args.quick else 5, settle)
         print("[preprocess] done", file=sys.stderr, flush=True)
     if args.only in (None, "tower"):
         del torch

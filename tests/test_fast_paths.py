@@ -176,3 +176,26 @@ def test_threaded_transform_matches_hf_on_a_large_photo():
         hf = hf_preprocess([image], 3136, max_pixels)
         np.testing.assert_array_equal(ours["pixel_values"].numpy(), hf["pixel_values"])
         np.testing.assert_array_equal(ours["image_grid_thw"].numpy(), hf["image_grid_thw"])
+
+
+def test_pair_lookup_equals_one_level_at_a_time():
+    """The transform's [3, 65536] table of level pairs packs exactly the [3, 256] table's values:
+    every pair of levels, looked up both ways, gives the same float32 bits."""
+    from torch_port._transform import pair_table
+
+    transform = Qwen2_5_VLImageTransform(image_mean=(0.1, 0.5, 0.9), image_std=(0.2, 0.3, 0.7))
+    table = transform._table_np
+    pairs = pair_table(table).view(np.float32).reshape(3, 1 << 16, 2)
+    first, second = np.divmod(np.arange(1 << 16), 256)  # index = first + 256 * second on a little-endian host
+    if np.little_endian:
+        first, second = second, first
+    for c in range(3):
+        np.testing.assert_array_equal(pairs[c, :, 0].view(np.uint32), table[c][first].view(np.uint32))
+        np.testing.assert_array_equal(pairs[c, :, 1].view(np.uint32), table[c][second].view(np.uint32))
+    levels = np.random.default_rng(0).integers(0, 256, (5, 3, 14, 14), dtype=np.uint8)
+    fast, plain = np.empty(levels.shape, np.float32), np.empty(levels.shape, np.float32)
+    transform._lookup(levels, fast)
+    transform._pair_table = None  # the one-level-at-a-time path (used for odd patch sizes)
+    transform._lookup(levels, plain)
+    np.testing.assert_array_equal(fast, plain)
+    np.testing.assert_array_equal(plain, table[np.arange(3)[None, :, None, None], levels])
