@@ -4,7 +4,8 @@
 * preprocess: the lookup-table patchify == patchify(normalize(rescale(...))), bit for bit;
 * vision: in-place softmax / SiLU, the chunked rotary and the chunked segment attention ==
   the plain functions; the float32 tower stays float32;
-* torch_port transform: the banded, threaded Pillow passes == ``image.resize`` and HF.
+* torch_port transform: the banded, threaded Pillow passes == ``image.resize`` and HF;
+* torch_port FeedForward: the transposed-hidden float32 CPU path == the plain form.
 """
 
 import numpy as np
@@ -199,3 +200,30 @@ def test_pair_lookup_equals_one_level_at_a_time():
     transform._lookup(levels, plain)
     np.testing.assert_array_equal(fast, plain)
     np.testing.assert_array_equal(plain, table[np.arange(3)[None, :, None, None], levels])
+
+
+# ---------------------------------------------------------------- torch_port FeedForward
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("rows", [1, 64, 300])
+def test_port_feedforward_transposed_equals_plain(bias, rows):
+    """The gated MLP's transposed float32 CPU path computes the same sums as the obvious form."""
+    from torch import nn
+
+    from torch_port import FeedForward
+
+    torch.manual_seed(rows)
+    mlp = FeedForward(gate_proj=nn.Linear(80, 342, bias=bias), down_proj=nn.Linear(342, 80, bias=bias),
+                      up_proj=nn.Linear(80, 342, bias=bias), activation=nn.SiLU())
+    x = torch.randn(rows, 80)
+    with torch.inference_mode():
+        assert mlp._transposed_hidden(x)
+        torch.testing.assert_close(mlp(x), mlp.forward_plain(x), rtol=1e-6, atol=1e-6)
+        # other shapes and dtypes take the plain form itself
+        x3 = x.reshape(1, rows, 80)
+        assert not mlp._transposed_hidden(x3)
+        assert torch.equal(mlp(x3), mlp.forward_plain(x3))
+        mlp16, x16 = mlp.to(torch.bfloat16), x.to(torch.bfloat16)
+        assert not mlp16._transposed_hidden(x16)
+        assert torch.equal(mlp16(x16), mlp16.forward_plain(x16))

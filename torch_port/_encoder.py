@@ -126,10 +126,43 @@ class FeedForward(nn.Module):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._transposed_hidden(x):
+            return self._forward_transposed(x)
+        return self.forward_plain(x)
+
+    def forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        """The obvious form (any module, device, dtype and shape)."""
         h = self.activation(self.w1(x))
         if self.w3 is not None:
             h = h * self.w3(x)
         return self.w2(h)
+
+    def _transposed_hidden(self, x: torch.Tensor) -> bool:
+        linears = (self.w1, self.w2, self.w3)
+        return (
+            self.w3 is not None
+            and x.ndim == 2
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and all(type(m) is nn.Linear and m.weight.dtype == torch.float32 for m in linears)
+        )
+
+    def _forward_transposed(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward_plain` with the gated hidden computed transposed, ``[hidden, s]``.
+
+        Why: on the CPU (MKL float32 sgemm) ``x [s, 1280] @ w1.T [1280, 3420]`` runs at about 137
+        GFLOP/s on a 2-core AVX-512 machine while the transposed product ``w1 [3420, 1280] @ x.T``
+        runs at about 180 (s = 1024; 5184 alike), for the same sums (results equal, see
+        tests/test_fast_paths.py). The down projection takes the transposed hidden as a
+        transposed view at no cost. Only for float32: bfloat16 (oneDNN) gains nothing.
+        """
+
+        def linear_t(m: nn.Linear) -> torch.Tensor:  # m(x).T as a contiguous [out, s]
+            xt = x.transpose(0, 1)
+            return m.weight @ xt if m.bias is None else torch.addmm(m.bias[:, None], m.weight, xt)
+
+        h = self.activation(linear_t(self.w1)) * linear_t(self.w3)  # [hidden, s]
+        return self.w2(h.transpose(0, 1))
 
 
 class Qwen2_5_VisionPatchEmbed(nn.Module):
