@@ -193,37 +193,22 @@ def test_pair_lookup_equals_one_level_at_a_time():
     for c in range(3):
         np.testing.assert_array_equal(pairs[c, :, 0].view(np.uint32), table[c][first].view(np.uint32))
         np.testing.assert_array_equal(pairs[c, :, 1].view(np.uint32), table[c][second].view(np.uint32))
-    levels = np.random.default_rng(0).integers(0, 256, (5, 3, 14, 14), dtype=np.uint8)
-    fast, plain = np.empty(levels.shape, np.float32), np.empty(levels.shape, np.float32)
-    transform._lookup(levels, fast)
-    transform._pair_table = None  # the one-level-at-a-time path (used for odd patch sizes)
-    transform._lookup(levels, plain)
-    np.testing.assert_array_equal(fast, plain)
-    np.testing.assert_array_equal(plain, table[np.arange(3)[None, :, None, None], levels])
 
 
-# ---------------------------------------------------------------- torch_port FeedForward
-
-
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("rows", [1, 64, 300])
-def test_port_feedforward_transposed_equals_plain(bias, rows):
-    """The gated MLP's transposed float32 CPU path computes the same sums as the obvious form."""
-    from torch import nn
-
-    from torch_port import FeedForward
-
-    torch.manual_seed(rows)
-    mlp = FeedForward(gate_proj=nn.Linear(80, 342, bias=bias), down_proj=nn.Linear(342, 80, bias=bias),
-                      up_proj=nn.Linear(80, 342, bias=bias), activation=nn.SiLU())
-    x = torch.randn(rows, 80)
-    with torch.inference_mode():
-        assert mlp._transposed_hidden(x)
-        torch.testing.assert_close(mlp(x), mlp.forward_plain(x), rtol=1e-6, atol=1e-6)
-        # other shapes and dtypes take the plain form itself
-        x3 = x.reshape(1, rows, 80)
-        assert not mlp._transposed_hidden(x3)
-        assert torch.equal(mlp(x3), mlp.forward_plain(x3))
-        mlp16, x16 = mlp.to(torch.bfloat16), x.to(torch.bfloat16)
-        assert not mlp16._transposed_hidden(x16)
-        assert torch.equal(mlp16(x16), mlp16.forward_plain(x16))
+@pytest.mark.parametrize("patch_size, merge_size, temporal_patch_size", [(14, 2, 2), (15, 2, 2), (14, 1, 3), (7, 3, 1)])
+def test_transform_patchify_equals_reference_for_any_patching(patch_size, merge_size, temporal_patch_size):
+    """Pairs of levels (even patch size) or single levels (odd), any merge size and time steps,
+    output chunks of several rows or one: always patchify(normalize(rescale(image)))."""
+    mean, std = (0.1, 0.5, 0.9), (0.2, 0.3, 0.7)
+    transform = Qwen2_5_VLImageTransform(patch_size=patch_size, merge_size=merge_size,
+                                         temporal_patch_size=temporal_patch_size, image_mean=mean, image_std=std)
+    unit = patch_size * merge_size
+    image = np.random.default_rng(patch_size).integers(0, 256, (5 * unit, 7 * unit, 3), dtype=np.uint8)
+    want, _, _ = patchify(normalize(rescale(image.transpose(2, 0, 1)), mean, std), patch_size, merge_size,
+                          temporal_patch_size)
+    got = transform.patchify(torch.from_numpy(image.copy())).numpy()
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    out = transform._empty_patches(5 * merge_size, 7 * merge_size)
+    for a, b in ((0, 3), (3, 7)):  # column bands: not contiguous, filled one row of merge blocks at a time
+        transform._patchify_into(image[:, a * unit : b * unit], out[:, a:b])
+    np.testing.assert_array_equal(out.reshape(want.shape).view(np.uint32), want.view(np.uint32))

@@ -79,7 +79,7 @@ def _convert_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 _MIN_PARALLEL_PIXELS = 1 << 16  # below this (about 256x256), threads do not pay for their hand-offs
-_CHUNK_PIXELS = 1 << 18  # pixels patchified per step
+_CHUNK_PIXELS = 1 << 16  # pixels patchified per step (fastest of 2^14..2^18 at 640x480)
 
 
 def _bands_per_thread(pixels: int) -> int:
@@ -168,7 +168,15 @@ class Qwen2_5_VLImageTransform:
         self.dtype = dtype
         self._table = normalize_table(image_mean, image_std)
         self._table_np = self._table.numpy()
-        self._pair_table = pair_table(self._table_np) if patch_size % 2 == 0 else None
+        # The lookup works on units of the image's bytes: pairs of levels (uint16) where a patch
+        # row has an even length, single levels otherwise; channel c's values start at c * width.
+        if patch_size % 2 == 0:
+            self._flat_table, self._unit = pair_table(self._table_np).reshape(-1), np.uint16
+        else:
+            self._flat_table, self._unit = self._table_np.reshape(-1), np.uint8
+        width = self._flat_table.size // 3
+        self._channel_offsets = np.broadcast_to(  # [C, tp, 1, 1]: the same offset in every time step
+            (np.arange(3, dtype=np.intp) * width)[:, None, None, None], (3, temporal_patch_size, 1, 1))
 
     def resize(self, image: PIL.Image.Image) -> PIL.Image.Image:
         """RGB PIL image -> RGB PIL image of the ``smart_resize`` size (Pillow BICUBIC, uint8)."""
@@ -195,33 +203,30 @@ class Qwen2_5_VLImageTransform:
     def _patchify_into(self, resized: np.ndarray, out: np.ndarray) -> None:
         """uint8 [H, W, 3] (whole merge blocks) -> ``out`` [H/(m*p), W/(m*p), m, m, 3, tp, p, p].
 
-        A few rows of merge blocks at a time (about ``_CHUNK_PIXELS``, so temporaries stay in
-        cache while numpy calls stay few): their patches are gathered as uint8
-        [rows, W/(m*p), m, m, 3, p, p], every value is looked up in the table (rescale +
-        normalize, bit-exact) straight into ``out``, and the frame is copied to the other time steps.
+        The obvious form is ``patchify(normalize(rescale(...)))`` of ``reference.preprocess``
+        (tests/test_fast_paths.py keeps them equal). Here, a few rows of merge blocks at a time
+        (about ``_CHUNK_PIXELS``, so the temporaries stay in cache):
+
+        1. the patches are gathered as uint8 levels [rows, W/(m*p), m, m, C, p, p];
+        2. each unit (a pair of levels, see ``__init__``) plus its channel's offset is the index of
+           its float32 values in the flat table, written once per time step: the index array has
+           ``out``'s layout;
+        3. one ``np.take`` writes the values straight into ``out``: rescale, normalize and the
+           repeat in time in one pass, bit-exact since the table holds HF's own results.
         """
         p, m = self.patch_size, self.merge_size
         rows, cols = out.shape[:2]
-        step = max(1, _CHUNK_PIXELS // (m * p * cols * m * p))  # rows of merge blocks per chunk
+        step = max(1, _CHUNK_PIXELS // (m * p * cols * m * p)) if out.flags.c_contiguous else 1
         levels = np.empty((min(step, rows), cols, m, m, 3, p, p), np.uint8)
+        units = levels.view(self._unit)  # [..., C, p, p or p/2]
+        index = np.empty(units.shape[:5] + (self.temporal_patch_size,) + units.shape[5:], np.intp)
+        values = out.view(self._flat_table.dtype)  # out's float32s, in the same units
         for r0 in range(0, rows, step):
             n = min(step, rows - r0)
             block = resized[r0 * m * p : (r0 + n) * m * p, : cols * m * p].reshape(n, m, p, cols, m, p, 3)
-            lv = levels[:n]
-            lv[...] = block.transpose(0, 3, 1, 4, 6, 2, 5)  # [n, cols, m, m, C, p, p]
-            o = out[r0 : r0 + n]  # [n, cols, m, m, C, tp, p, p]
-            self._lookup(lv, o[:, :, :, :, :, 0])
-            o[:, :, :, :, :, 1:] = o[:, :, :, :, :, :1]  # repeat the frame in time
-
-    def _lookup(self, levels: np.ndarray, out: np.ndarray) -> None:
-        """uint8 levels [..., C, p, p] -> their table values, float32, written into ``out``."""
-        if self._pair_table is not None:  # two values per lookup (p is even)
-            pairs, out = levels.view(np.uint16), out.view(np.uint64)
-            for c in range(3):
-                np.take(self._pair_table[c], pairs[..., c, :, :], out=out[..., c, :, :], mode="clip")
-        else:
-            for c in range(3):
-                np.take(self._table_np[c], levels[..., c, :, :], out=out[..., c, :, :], mode="clip")
+            levels[:n] = block.transpose(0, 3, 1, 4, 6, 2, 5)  # [n, cols, m, m, C, p, p]
+            np.add(units[:n, :, :, :, :, None], self._channel_offsets, out=index[:n])
+            np.take(self._flat_table, index[:n], out=values[r0 : r0 + n], mode="clip")  # contiguous: no copy
 
     def _pixel_values(self, image: PIL.Image.Image, threads: int = 1) -> np.ndarray:
         """RGB PIL image -> float32 [gh*gw, 3*tp*p*p]: :meth:`resize` then :meth:`patchify`, in bands.
