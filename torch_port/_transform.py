@@ -17,8 +17,12 @@ Speed (see ``benchmarks/run.py``), with more than one torch thread:
   one side, in Pillow's order, the passes are the same; and each pass can be cut into bands
   (of rows for the horizontal pass, of columns for the vertical one) resized on a thread pool
   (Pillow releases the GIL while resampling): the same bytes as ``image.resize(size)``.
-* The patches are gathered as uint8, looked up in the table and written once into the output,
-  a row of merge blocks at a time, the rows shared out on the same pool.
+* The patches are gathered as uint8 and looked up two levels at a time in a [3, 65536] table of
+  level pairs, written once into the output in its final layout (both time steps), a few rows
+  of merge blocks at a time; each band of the last pass is patchified by the thread that
+  resized it.
+* Measured on 2 cores at 640x480 (one call about 5-7 ms): Pillow's two passes are about 4.5 ms
+  of work, the patches about 1.6 ms; the two threads overlap them to about 60% efficiency.
 
 The thread count follows ``torch.get_num_threads()`` (1 in DataLoader workers: all runs inline).
 """
@@ -100,7 +104,13 @@ def _pool(workers: int) -> Optional[ThreadPoolExecutor]:
 
 
 def _run(pool: Optional[ThreadPoolExecutor], fn, items) -> list:
-    return [fn(item) for item in items] if pool is None else list(pool.map(fn, items))
+    """``[fn(item) for item in items]``; with a pool, the calling thread takes the first item
+    itself (it is already running: one thread fewer to wake) while the pool takes the rest."""
+    if pool is None or len(items) < 2:
+        return [fn(item) for item in items]
+    rest = [pool.submit(fn, item) for item in items[1:]]
+    first = fn(items[0])
+    return [first] + [future.result() for future in rest]
 
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
