@@ -36,6 +36,7 @@ import PIL.Image
 import torch
 
 from reference.bicubic import vertical_first
+from reference.preprocess import normalize_table as reference_normalize_table
 from reference.smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -121,11 +122,9 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 def normalize_table(mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """[3, 256] float32: normalized value of every uint8 level, per channel, computed as HF does."""
-    levels = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)  # HF's rescale
-    mean32 = np.asarray(mean, dtype=np.float32)[:, None]
-    std32 = np.asarray(std, dtype=np.float32)[:, None]
-    return torch.from_numpy((levels[None, :] - mean32) / std32)  # HF's normalize, float32
+    """[3, 256] float32: normalized value of every uint8 level, per channel, computed as HF does
+    (the reference's table, made by its own rescale and normalize)."""
+    return torch.from_numpy(reference_normalize_table(mean, std))
 
 
 def pair_table(table: np.ndarray) -> np.ndarray:
@@ -176,8 +175,7 @@ class Qwen2_5_VLImageTransform:
         self.image_mean = tuple(image_mean)
         self.image_std = tuple(image_std)
         self.dtype = dtype
-        self._table = normalize_table(image_mean, image_std)
-        self._table_np = self._table.numpy()
+        self._table_np = reference_normalize_table(image_mean, image_std)  # [3, 256] float32
         # The lookup works on units of the image's bytes: pairs of levels (uint16) where a patch
         # row has an even length, single levels otherwise; channel c's values start at c * width.
         if patch_size % 2 == 0:
