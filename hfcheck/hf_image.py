@@ -50,4 +50,7 @@ def hf_stages(image, resized_hw, image_mean, image_std):
 def versions():
     import importlib.metadata as md
 
-    return {name: md.version(name) for name in ("numpy", "pillow", "transformers", "torch", "safetensors")}
+    from goldenlib.blas import openblas_kernel
+
+    found = {name: md.version(name) for name in ("numpy", "pillow", "transformers", "torch", "safetensors")}
+    return {**found, "openblas_kernel": openblas_kernel()}

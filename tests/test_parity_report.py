@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from generate_golden import DRIFT_BOUNDS
+from goldenlib import store
+from goldenlib.blas import openblas_kernel
 from parity.cases import SCENARIOS, load_case, scenario_case
 from parity.implementations import PortImplementation
 from parity.report import Session, attribution_lines, build_runs, image_rows, report_markdown
@@ -103,6 +106,11 @@ def test_bfloat16_cast_is_attributed_to_precision():
     assert "precision (bfloat16, cpu)" in line and "image stages exact (0.0)" in line
 
 
+def golden_kernel(name):
+    _, meta = store.read_case(name)
+    return meta["versions"].get("openblas_kernel")
+
+
 def test_combined_run_separates_the_contributions():
     runs, _ = build_runs(case_of("photo_rocket"), "tiny_a", dtypes=["bfloat16"], devices=["cpu"],
                          variants=["exact", "float"])
@@ -110,7 +118,12 @@ def test_combined_run_separates_the_contributions():
     assert kinds == [("interpolation", "exact", "float64"), ("interpolation", "float", "float64"),
                      ("precision", "exact", "bfloat16"), ("combined", "float", "bfloat16")]
     out = {(r.kind, r.variant): r.row("output").rel for r in runs}
-    assert out[("interpolation", "exact")] == 0.0
+    # The float64 tower is bit-exact under the OpenBLAS kernel the golden was written with; under
+    # another kernel only the last bits of its GEMMs move (goldenlib/blas.py).
+    if golden_kernel("photo_rocket") == openblas_kernel():
+        assert out[("interpolation", "exact")] == 0.0
+    else:
+        assert out[("interpolation", "exact")] <= DRIFT_BOUNDS["float64"]
     assert out[("interpolation", "float")] > 1e-4 and out[("precision", "exact")] > 1e-3
     assert out[("combined", "float")] > max(out[("interpolation", "float")], out[("precision", "exact")]) / 2
     summary = "\n".join(attribution_lines(runs))
