@@ -3,9 +3,10 @@
     uv run generate_golden.py            # rebuild golden/ (atomically) after cross-checking every case
     uv run generate_golden.py --check    # recompute in memory, print per-stage drift, write nothing
 
-Every case is computed by the NumPy reference, then compared stage by stage with HF
-(image stages must match exactly; tower stages within the bounds below). Nothing is
-written unless every case passes; golden/ is then replaced in one step.
+Every stored case of the registry (``goldenlib.cases.CASES``) is computed by the NumPy reference
+(``goldenlib.build``), then compared stage by stage with HF (image stages must match exactly;
+tower stages within ``goldenlib.tolerances.HF_CROSSCHECK_BOUND``). Nothing is written unless
+every case passes; golden/ is then replaced in one step.
 """
 
 import argparse
@@ -15,118 +16,48 @@ import time
 import numpy as np
 
 from goldenlib import store
-from goldenlib.cases import IMAGE_CASES, photo
-from goldenlib.image_goldens import crosscheck, image_metadata, run_reference
-from goldenlib.tower_goldens import (FULL_BLOCKS, FULL_CONFIG_NAME, FULL_SEED, TINY_CONFIGS, WEIGHT_SEED, hf_crosscheck,
-                                     keep_full_stage, rel_error, run_tower, tiny_weights, two_frame_input)
-
-# HF float32 vs reference float64, max relative error per stage (measured values in golden/README.md).
-TOWER_CROSSCHECK_BOUND = 1e-5
-# --check: how far a recomputed stage may drift from the stored one. Image stages and
-# integer stages are exact; float64 tower stages allow BLAS summation-order noise; the
-# full-size stages are stored as float32.
-DRIFT_BOUNDS = {"exact": 0.0, "float64": 1e-10, "float32": 1e-6}
-# Resized (90x150 -> 84x140, both bicubic passes) so that interpolation variants show on the full tower.
-FULL_IMAGE = ("photo crop 90x150 resized to 84x140 (merged grid 3x5: not a multiple of the 4x4 window)",
-              lambda: photo("coffee")[60:150, 80:230])
-
-
-def tiny_tower_stages(pixel_values, grid_thw, weights_by_config, report):
-    tensors = {}
-    for name, config in TINY_CONFIGS.items():
-        trace = run_tower(config, weights_by_config[name], pixel_values, grid_thw)
-        report.append((name, hf_crosscheck(config, weights_by_config[name], pixel_values, grid_thw, trace)))
-        tensors.update({f"{name}.{stage}": value for stage, value in trace.items()})
-    return tensors
+from goldenlib.build import CrosscheckError, build_case, build_weights, check_crosscheck
+from goldenlib.cases import CASES, TOWERS, stored_names, weights_case_name
+from goldenlib.tolerances import DRIFT_BOUNDS, rel_error
 
 
 def build_all(log, with_full=True, only=None):
-    """Compute every golden case in memory: {name: (tensors, metadata)}, plus the cross-check report.
+    """Compute every stored golden case in memory: {name: (tensors, metadata)}, plus the cross-check report.
 
-    ``only``: a set of case names to build (the others are skipped), for ``--check --case``.
+    ``with_full``: False skips the cases that run the full-size tower. ``only``: a set of case
+    names to build (the others are skipped), for ``--check --case``.
     """
-    def wanted(name):
-        return only is None or name in only
+    cases, report, weights = {}, [], {}
 
-    cases, report = {}, []
-    weights = {name: tiny_weights(name) for name in TINY_CONFIGS}
-    for name, config in TINY_CONFIGS.items():
-        if not wanted(f"weights_{name}"):
+    def weights_of(name):  # each tower's seeded weights, made once per run (not the 3B: too big to keep)
+        if not TOWERS[name].stored_weights:
+            return TOWERS[name].weights()
+        if name not in weights:
+            weights[name] = TOWERS[name].weights()
+        return weights[name]
+
+    for name, tower in TOWERS.items():
+        if tower.stored_weights and (only is None or weights_case_name(name) in only):
+            cases[weights_case_name(name)] = build_weights(name, weights_of(name))
+    for case in CASES:
+        if not case.stored or (only is not None and case.name not in only):
             continue
-        cases[f"weights_{name}"] = (weights[name], {
-            "case": f"weights_{name}", "kind": "weights", "config": config.to_dict(),
-            "seed": WEIGHT_SEED + sorted(TINY_CONFIGS).index(name),
-            "description": f"seeded random weights of tiny config {name} (HF vision key names)"})
-
-    for case in IMAGE_CASES:
-        if not wanted(case.name):
+        if not with_full and any(not TOWERS[name].stored_weights for name in case.towers):
             continue
         start = time.perf_counter()
-        images, tensors = run_reference(case)
-        diffs = crosscheck(case, images, tensors)
-        bad = {stage: diff for stage, diff in diffs.items() if diff != 0.0}
-        if bad:
-            raise SystemExit(f"case {case.name}: reference differs from HF at {bad}; nothing written")
-        tower_report = []
-        tensors.update(tiny_tower_stages(tensors["pixel_values"], tensors["image_grid_thw"], weights, tower_report))
-        report += [(case.name, cfg, errs) for cfg, errs in tower_report]
-        metadata = image_metadata(case)
-        metadata["tower_configs"] = {name: config.to_dict() for name, config in TINY_CONFIGS.items()}
-        metadata["tower_dtype"] = "float64"
+        try:
+            tensors, metadata, case_report = build_case(case, weights_of=weights_of)
+        except CrosscheckError as error:
+            raise SystemExit(f"{error}; nothing written") from None
         cases[case.name] = (tensors, metadata)
-        log(f"{case.name:22s} image stages == HF ({len(diffs)} checked), towers cross-checked "
-            f"({time.perf_counter() - start:.1f}s)")
-
-    if not wanted("two_frames"):
-        return _with_full(cases, report, log, with_full and wanted("full_size_3b"))
-    pixel_values, grid_thw = two_frame_input()
-    tower_report = []
-    tensors = {"pixel_values": pixel_values, "image_grid_thw": grid_thw}
-    tensors.update(tiny_tower_stages(pixel_values, grid_thw, weights, tower_report))
-    report += [("two_frames", cfg, errs) for cfg, errs in tower_report]
-    cases["two_frames"] = (tensors, {
-        "case": "two_frames", "kind": "tower", "description": "two different frames (grid_t = 2), random values",
-        "tower_configs": {name: config.to_dict() for name, config in TINY_CONFIGS.items()},
-        "tower_dtype": "float64", "seed": 7, "versions": _versions()})
-    log("two_frames             towers cross-checked")
-    return _with_full(cases, report, log, with_full and wanted("full_size_3b"))
-
-
-def _with_full(cases, report, log, with_full):
-    if with_full:
-        cases["full_size_3b"], full_report = build_full(log)
-        report += full_report
+        report += case_report
+        image = "image stages == HF, " if case.make is not None else ""
+        log(f"{case.name:22s} {image}towers cross-checked ({time.perf_counter() - start:.1f}s)")
     return cases, report
 
 
-def build_full(log):
-    import reference
-
-    start = time.perf_counter()
-    description, make = FULL_IMAGE
-    trace_pre = {}
-    out = reference.preprocess(make(), trace=trace_pre)
-    config = reference.PRESETS[FULL_CONFIG_NAME]
-    weights = reference.random_weights(config, seed=FULL_SEED)
-    trace = run_tower(config, weights, out["pixel_values"], out["image_grid_thw"], keep=keep_full_stage)
-    errors = hf_crosscheck(config, weights, out["pixel_values"], out["image_grid_thw"], trace,
-                           implementations=("sdpa",))
-    del weights
-    tensors = {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
-    for stage, value in trace.items():
-        is_float = np.issubdtype(np.asarray(value).dtype, np.floating)
-        tensors[f"{FULL_CONFIG_NAME}.{stage}"] = value.astype(np.float32) if is_float else value
-    metadata = {"case": "full_size_3b", "kind": "tower", "description": f"full-size 3B tower on {description}",
-                "tower_configs": {FULL_CONFIG_NAME: config.to_dict()}, "tower_dtype": "float32 (computed in float64)",
-                "seed": FULL_SEED, "weights": "reference.random_weights(PRESETS['3b'], seed), not stored",
-                "stored_blocks": list(FULL_BLOCKS), "stage_prefix": f"{FULL_CONFIG_NAME}.",
-                "versions": _versions()}
-    log(f"full_size_3b           cross-checked ({time.perf_counter() - start:.1f}s)")
-    return (tensors, metadata), [("full_size_3b", "3b", errors)]
-
-
 def _versions():
-    from hfcheck.hf_image import versions
+    from goldenlib.hf_image import versions
 
     return versions()
 
@@ -150,11 +81,10 @@ def crosscheck_table(report):
 
 
 def check_bounds(report):
-    bad = [(case, config, key, err) for case, config, errors in report for key, err in errors.items()
-           if not err <= TOWER_CROSSCHECK_BOUND]
-    if bad:
-        lines = "\n".join(f"  {case} {config} {impl} {stage}: {err:.3e}" for case, config, (impl, stage), err in bad)
-        raise SystemExit(f"tower differs from HF beyond {TOWER_CROSSCHECK_BOUND:g}:\n{lines}\nnothing written")
+    try:
+        check_crosscheck(report)
+    except CrosscheckError as error:
+        raise SystemExit(f"{error}\nnothing written") from None
 
 
 EXACT_STAGES = ("input", "rgb", "resized", "rescaled", "normalized", "pixel_values", "image_grid_thw")
@@ -201,7 +131,7 @@ def drift_table(cases, folder=store.GOLDEN_DIR, complete=False):
                 continue
             diff = np.abs(new.astype(np.float64) - stored[stage].astype(np.float64))
             max_abs = float(diff.max()) if diff.size else 0.0
-            rel = rel_error(stored[stage], new)
+            rel = rel_error(new, stored[stage])
             bound = DRIFT_BOUNDS[kind]
             rows.append((name, stage, kind, max_abs, rel, bound, (max_abs if kind == "exact" else rel) <= bound))
     return rows
@@ -236,7 +166,7 @@ def main(argv=None):
     only = set(args.case) if args.case else None
     if only and not args.check:
         parser.error("--case only goes with --check: a regeneration always writes every case")
-    known = {c.name for c in IMAGE_CASES} | {"two_frames", "full_size_3b"} | {f"weights_{n}" for n in TINY_CONFIGS}
+    known = set(stored_names())
     if only and only - known:
         parser.error(f"unknown case(s) {sorted(only - known)}; known: {sorted(known)}")
 

@@ -1,13 +1,29 @@
-"""The golden cases: inputs chosen to exercise each part of the image pipeline.
+"""Every golden case in one registry (``CASES``), and the towers run on them (``TOWERS``).
 
-Every input is made here from a seed or cut from a committed photo (data/photos), so a
-case can be rebuilt anywhere without the golden file.
+A case is one ``Case`` entry; the generator, the parity checks, the report and the tests all
+read this list, so adding a case is adding one entry:
+
+* an IMAGE case (``kind="image"``): uint8 images through ``reference.preprocess``; stores every
+  image stage, checked bit for bit against HF/Pillow, plus its ``towers`` run on ``pixel_values``;
+* a TOWER case (``kind="tower"``): stores only ``pixel_values`` and its ``towers``; the input is
+  either made directly (``inputs``: ``two_frames``) or preprocessed from an image (``make``:
+  ``full_size_3b``, whose image stages the parity checks rebuild and HF-check on use);
+* a SCENARIO (``stored=False``): never written to golden/, built in memory exactly as the
+  generator would build it (the parity report's seed scenario).
+
+Every input is made here from a seed or cut from a committed photo (data/photos), so a case can
+be rebuilt anywhere without the golden file. Future kinds (mRoPE positions, video) join the list
+with their own ``kind``.
 """
+
+from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from reference import PRESETS, VisionConfig
 
 PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos"
 
@@ -19,15 +35,68 @@ def photo(name):
     return load_image(PHOTOS / f"{name}.png")
 
 
+# ------------------------------------------------------------------ towers
+
+
 @dataclass(frozen=True)
-class ImageCase:
+class Tower:
+    """A vision tower the goldens run: its config and the seed of its ``reference.random_weights``."""
+
+    name: str
+    config: VisionConfig
+    seed: int
+    stored_weights: bool  # True: written to golden/weights_{name}.safetensors (tiny towers)
+
+    def weights(self):
+        import reference
+
+        return reference.random_weights(self.config, seed=self.seed)
+
+
+WEIGHT_SEED = 20251127
+# Each tiny config has window blocks and full-attention blocks (a tiny depth that never
+# reaches an index in fullatt_block_indexes would leave full attention untested).
+TOWERS = {
+    "tiny_a": Tower("tiny_a", VisionConfig(depth=4, hidden_size=64, num_heads=4, intermediate_size=96,
+                                           out_hidden_size=48, window_size=112, fullatt_block_indexes=(1, 3)),
+                    seed=WEIGHT_SEED, stored_weights=True),
+    "tiny_b": Tower("tiny_b", VisionConfig(depth=3, hidden_size=48, num_heads=2, intermediate_size=80,
+                                           out_hidden_size=32, window_size=56, fullatt_block_indexes=(0,)),
+                    seed=WEIGHT_SEED + 1, stored_weights=True),
+    "3b": Tower("3b", PRESETS["3b"], seed=0, stored_weights=False),
+}
+TINY = ("tiny_a", "tiny_b")
+
+# ------------------------------------------------------------------ cases
+
+
+@dataclass(frozen=True)
+class Case:
     name: str
     description: str
-    make: callable  # () -> list of uint8 images
+    make: callable = None  # () -> list of uint8 images (None: a tower case made by ``inputs``)
     params: dict = field(default_factory=dict)  # preprocess keyword arguments
+    kind: str = "image"  # "image": image stages + towers; "tower": pixel_values + towers only
+    inputs: callable = None  # () -> (pixel_values, grid_thw), for a tower case without an image
+    towers: tuple = TINY  # names in TOWERS run on the case's pixel_values
+    blocks: tuple | None = None  # blocks whose stages are kept (None: every block)
+    tower_dtype: str = "float64"  # dtype the tower stages are stored in (always computed in float64)
+    attention: tuple = ("sdpa", "eager")  # HF attention implementations the towers are cross-checked with
+    stored: bool = True  # False: a scenario, built in memory only
+    metadata: dict = field(default_factory=dict)  # extra entries of the golden file's metadata
 
     def images(self):
         return self.make()
+
+    def keeps(self, stage):
+        """Whether tower stage ``stage`` is stored (all but the blocks outside ``blocks``)."""
+        if self.blocks is None or not stage.startswith("blocks."):
+            return True
+        return int(stage.split(".")[1]) in self.blocks
+
+
+# kept as a name: an image case is a Case with the default kind
+ImageCase = Case
 
 
 def _checkerboard(height, width):
@@ -64,32 +133,80 @@ def _rgba(height, width):
     return np.dstack([rgb, alpha])
 
 
-IMAGE_CASES = [
-    ImageCase("photo_astronaut", "astronaut photo crop 130x130, upscaled to 140x140",
-              lambda: [photo("astronaut")[40:170, 60:190]]),
-    ImageCase("photo_chelsea", "cat photo 150x226, downscaled to 140x224 (both passes)",
-              lambda: [photo("chelsea")]),
-    ImageCase("photo_coffee", "coffee photo crop 120x170 -> 112x168",
-              lambda: [photo("coffee")[40:160, 60:230]]),
-    ImageCase("photo_rocket", "rocket photo crop 120x100 -> 112x112 (height shrinks, width grows)",
-              lambda: [photo("rocket")[20:140, 100:200]]),
-    ImageCase("checkerboard", "1-pixel checkerboard 90x120 -> 84x112: maximal aliasing",
-              lambda: [_checkerboard(90, 120)]),
-    ImageCase("noise", "uniform RGB noise 75x95 -> 84x84", lambda: [_noise(75, 95, seed=11)]),
-    ImageCase("thin_lines", "1-pixel lines 130x61 -> 140x56", lambda: [_thin_lines(130, 61)]),
-    ImageCase("tiny_upscaled", "10x12 noise, upscaled to min_pixels (56x84)",
-              lambda: [_noise(10, 12, seed=12)]),
-    ImageCase("exact_multiple", "56x112 noise: already a multiple of 28, no resize",
-              lambda: [_noise(56, 112, seed=13)]),
-    ImageCase("above_max_pixels", "210x280 photo crop with max_pixels 15680 -> downscaled to 84x112",
-              lambda: [photo("rocket")[:210, :280]], {"max_pixels": 28 * 28 * 20}),
-    ImageCase("aspect_1_150", "3x450 strip (aspect 1:150) -> 28x700",
-              lambda: [_noise(3, 450, seed=14)]),
-    ImageCase("tall_vertical_first", "290x50 -> 280x56: Pillow 13 runs the vertical pass first",
-              lambda: [_noise(290, 50, seed=15)]),
-    ImageCase("gray", "gray 2-D astronaut crop 97x131 -> 84x140", lambda: [_gray(photo("astronaut")[60:157, 70:201])]),
-    ImageCase("rgba", "RGBA 70x90 with transparent, opaque and half-transparent parts, over white",
-              lambda: [_rgba(70, 90)]),
-    ImageCase("two_images", "two images in one call: cat crop 80x100 and noise 60x50",
-              lambda: [photo("chelsea")[20:100, 40:140], _noise(60, 50, seed=16)]),
+def two_frame_input(seed=7, grid=(2, 4, 8)):
+    """A two-frame input (grid_t = 2): two different frames' patches, pixel_values-like values."""
+    t, h, w = grid
+    rng = np.random.default_rng(seed)
+    pixel_values = rng.standard_normal((t * h * w, 3 * 2 * 14 * 14)).astype(np.float32)
+    return pixel_values, np.array([grid], dtype=np.int64)
+
+
+# Full-size stages kept: every 8th block (0, 8, 16, 24), the last (31), the full-attention
+# block 7, and the block before each of 7, 8, 16, 24, 31 so that each can be teacher-forced.
+FULL_BLOCKS = (0, 6, 7, 8, 15, 16, 23, 24, 30, 31)
+
+CASES = [
+    Case("photo_astronaut", "astronaut photo crop 130x130, upscaled to 140x140",
+         lambda: [photo("astronaut")[40:170, 60:190]]),
+    Case("photo_chelsea", "cat photo 150x226, downscaled to 140x224 (both passes)",
+         lambda: [photo("chelsea")]),
+    Case("photo_coffee", "coffee photo crop 120x170 -> 112x168",
+         lambda: [photo("coffee")[40:160, 60:230]]),
+    Case("photo_rocket", "rocket photo crop 120x100 -> 112x112 (height shrinks, width grows)",
+         lambda: [photo("rocket")[20:140, 100:200]]),
+    Case("checkerboard", "1-pixel checkerboard 90x120 -> 84x112: maximal aliasing",
+         lambda: [_checkerboard(90, 120)]),
+    Case("noise", "uniform RGB noise 75x95 -> 84x84", lambda: [_noise(75, 95, seed=11)]),
+    Case("thin_lines", "1-pixel lines 130x61 -> 140x56", lambda: [_thin_lines(130, 61)]),
+    Case("tiny_upscaled", "10x12 noise, upscaled to min_pixels (56x84)",
+         lambda: [_noise(10, 12, seed=12)]),
+    Case("exact_multiple", "56x112 noise: already a multiple of 28, no resize",
+         lambda: [_noise(56, 112, seed=13)]),
+    Case("above_max_pixels", "210x280 photo crop with max_pixels 15680 -> downscaled to 84x112",
+         lambda: [photo("rocket")[:210, :280]], {"max_pixels": 28 * 28 * 20}),
+    Case("aspect_1_150", "3x450 strip (aspect 1:150) -> 28x700",
+         lambda: [_noise(3, 450, seed=14)]),
+    Case("tall_vertical_first", "290x50 -> 280x56: Pillow 13 runs the vertical pass first",
+         lambda: [_noise(290, 50, seed=15)]),
+    Case("gray", "gray 2-D astronaut crop 97x131 -> 84x140", lambda: [_gray(photo("astronaut")[60:157, 70:201])]),
+    Case("rgba", "RGBA 70x90 with transparent, opaque and half-transparent parts, over white",
+         lambda: [_rgba(70, 90)]),
+    Case("two_images", "two images in one call: cat crop 80x100 and noise 60x50",
+         lambda: [photo("chelsea")[20:100, 40:140], _noise(60, 50, seed=16)]),
+    Case("two_frames", "two different frames (grid_t = 2), random values", kind="tower",
+         inputs=two_frame_input, metadata={"seed": 7}),
+    # Resized (90x150 -> 84x140, both bicubic passes) so that interpolation variants show on the full tower.
+    Case("full_size_3b", "full-size 3B tower on photo crop 90x150 resized to 84x140 (merged grid 3x5: not a "
+         "multiple of the 4x4 window)", lambda: [photo("coffee")[60:150, 80:230]], kind="tower", towers=("3b",),
+         blocks=FULL_BLOCKS, tower_dtype="float32", attention=("sdpa",),
+         metadata={"seed": 0, "weights": "reference.random_weights(PRESETS['3b'], seed), not stored",
+                   "stage_prefix": "3b."}),
+    # The parity report's seed scenario (README "Parity report"): not stored, built in memory.
+    Case("seed_rocket_224", "rocket photo crop rows 0-212, columns 60-283 (213x224) -> 224x224: only the "
+         "vertical pass runs (the parity report's seed scenario, see README 'Parity report')",
+         lambda: [photo("rocket")[0:213, 60:284]], attention=("sdpa",), stored=False),
 ]
+
+BY_NAME = {case.name: case for case in CASES}
+if len(BY_NAME) != len(CASES):
+    raise RuntimeError("two golden cases share a name")
+IMAGE_CASES = [case for case in CASES if case.kind == "image" and case.stored]
+TOWER_CASES = [case for case in CASES if case.kind == "tower" and case.stored]
+SCENARIOS = {case.name: case for case in CASES if not case.stored}
+
+
+def weights_case_name(tower):
+    return f"weights_{tower}"
+
+
+def stored_names():
+    """Every file name (without .safetensors) the generator writes: the weights, then the cases."""
+    return [weights_case_name(t) for t, tower in TOWERS.items() if tower.stored_weights] + [
+        case.name for case in CASES if case.stored]
+
+
+def get(name):
+    """The registered case ``name``; a clear error naming the known ones otherwise."""
+    if name not in BY_NAME:
+        raise ValueError(f"unknown case {name!r}; known: {', '.join(BY_NAME)}")
+    return BY_NAME[name]

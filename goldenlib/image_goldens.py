@@ -1,11 +1,9 @@
 """Image-pipeline goldens: run the reference with a trace, cross-check every stage with HF."""
 
-import numpy as np
-
 import reference
 from reference.preprocess import IMAGE_STAGES
 
-from .cases import IMAGE_CASES
+from .tolerances import abs_errors
 
 DEFAULTS = {"min_pixels": reference.MIN_PIXELS, "max_pixels": reference.MAX_PIXELS}
 
@@ -35,32 +33,27 @@ def run_reference(case):
 
 def crosscheck(case, images, tensors):
     """Max abs difference of every stage against HF / Pillow; all must be exactly 0."""
-    from hfcheck.hf_image import hf_preprocess, hf_stages
+    from .hf_image import hf_preprocess, hf_stages
 
     params = case_params(case)
     hf = hf_preprocess(images, params["min_pixels"], params["max_pixels"])
     diffs = {}
     for key in ("pixel_values", "image_grid_thw"):
-        diffs[key] = _max_diff(hf[key], tensors[key])
+        diffs[key] = _max_diff(tensors[key], hf[key])
     for index, image in enumerate(images):
         suffix = "" if len(images) == 1 else f".{index}"
         resized_hw = tensors["resized" + suffix].shape[:2]
         for stage, value in hf_stages(image, resized_hw, reference.OPENAI_CLIP_MEAN, reference.OPENAI_CLIP_STD).items():
-            diffs[stage + suffix] = _max_diff(value, tensors[stage + suffix])
+            diffs[stage + suffix] = _max_diff(tensors[stage + suffix], value)
     return diffs
 
 
-def _max_diff(expected, actual):
-    expected, actual = np.asarray(expected), np.asarray(actual)
-    if expected.shape != actual.shape:
-        return float("inf")
-    if expected.size == 0:
-        return 0.0
-    return float(np.max(np.abs(expected.astype(np.float64) - actual.astype(np.float64))))
+def _max_diff(actual, expected):
+    return abs_errors(actual, expected)[0]  # max |a - b|; inf on a shape mismatch
 
 
 def image_metadata(case):
-    from hfcheck.hf_image import versions
+    from .hf_image import versions
 
     return {
         "case": case.name,
@@ -73,4 +66,4 @@ def image_metadata(case):
     }
 
 
-__all__ = ["IMAGE_CASES", "run_reference", "crosscheck", "image_metadata", "case_params"]
+__all__ = ["run_reference", "crosscheck", "image_metadata", "case_params"]

@@ -1,8 +1,8 @@
 """Parity checks of an implementation (the torch port by default) against the goldens, stage by stage.
 
-* :mod:`parity.cases` - golden cases (stored, or built in memory for the report's seed scenario).
+* :mod:`parity.cases` - the registry's cases (``goldenlib.cases``): stored, or built in memory (seed scenario).
 * :mod:`parity.implementations` - the implementation under test (port, reference, or a factory).
-* :mod:`parity.stages` - per-stage rows (local / accumulated error), ``TOLERANCES``, first failure.
+* :mod:`parity.stages` - per-stage rows (local / accumulated error), ``TOLERANCES`` (``goldenlib.tolerances``), first failure.
 * :mod:`parity.variants` - interpolation variants (exact, torchvision, float, bilinear).
 * :mod:`parity.report` - interpolation / precision / combined runs and their attribution.
 * :mod:`parity.printing` - markdown table and log-scale plot.

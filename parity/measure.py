@@ -1,4 +1,4 @@
-"""Measure the errors behind ``parity.stages.TOLERANCES``: the worst local and accumulated error
+"""Measure the errors behind ``goldenlib.tolerances.PARITY_TOLERANCES``: the worst local and accumulated error
 per (dtype, stage kind) over every golden case and config, for the port (and the reference in
 float64), on the CPU and on CUDA when available.
 
@@ -7,7 +7,7 @@ float64), on the CPU and on CUDA when available.
     uv run python -m parity.measure --json out.json   # also write the raw worst values
 
 Prints a markdown table: measured worst (local / accumulated), the table's tolerance, and
-whether it holds. Tolerances are set just above these numbers (see the comment on TOLERANCES).
+whether it holds. Tolerances are set just above these numbers (see the comment on PARITY_TOLERANCES).
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ import json
 import sys
 import time
 
-from .cases import FULL_CASE, TOWER_ONLY_CASES, case_names, load_case
+from .cases import case_names, load_case
 from .implementations import cuda_available, load_implementation
 from .printing import fmt
 from .stages import TOLERANCES, compare_tower
 
 
 def stored_cases(with_full=True):
-    from goldenlib.cases import IMAGE_CASES
+    from goldenlib.cases import BY_NAME
 
-    names = [case.name for case in IMAGE_CASES] + [name for name in TOWER_ONLY_CASES if with_full or name != FULL_CASE]
-    return [name for name in names if name in case_names()]
+    return [name for name in case_names()
+            if BY_NAME[name].stored and (with_full or "3b" not in BY_NAME[name].towers)]
 
 
 def measure(cases, dtypes, devices, log=print):

@@ -212,7 +212,7 @@ def report_markdown(case, config_name, runs, notes=()):
 
     intro = (f"Expected values: {case.source}. Errors are max|a - b| / max|golden| (rel); "
              "local = the stage fed the golden input of that stage (teacher forcing), accumulated = the whole "
-             "pipeline run from the input. Tolerances: `parity.stages.TOLERANCES`.")
+             "pipeline run from the input. Tolerances: `goldenlib.tolerances.PARITY_TOLERANCES`.")
     lines = [f"# Parity report: case `{case.name}`, tower `{config_name}`", "", intro, ""]
     for note in notes:
         lines += [f"> {note}", ""]

@@ -1,6 +1,8 @@
-"""Stage-by-stage comparison of an implementation with a golden case, with one tolerance table.
+"""Stage-by-stage comparison of an implementation with a golden case, against one tolerance table
+(``goldenlib.tolerances.PARITY_TOLERANCES``, here as ``TOLERANCES``).
 
-Each stage gets two errors, both ``max|a - b| / max|b|`` against the golden (``rel_error``):
+Each stage gets two errors, both ``max|a - b| / max|b|`` against the golden
+(``goldenlib.tolerances.rel_error``):
 
 * LOCAL: the stage's module fed the GOLDEN input of that stage (teacher forcing) -
   ``patch_embed`` from the golden ``pixel_values``; block ``i`` (``attn_residual`` = its attention
@@ -21,60 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from goldenlib.tolerances import PARITY_TOLERANCES, Tol, abs_errors, rel_error
+
 from .cases import IMAGE_STAGES
 
-# ------------------------------------------------------------------ the tolerance table
-
-
-@dataclass(frozen=True)
-class Tol:
-    local: float
-    accumulated: float
-
-
-# max relative error (max|a-b| / max|golden|) allowed, per (dtype of the implementation, stage kind):
-# Tol(local, accumulated). Each is the worst value MEASURED with `uv run python -m parity.measure`
-# over every stored golden (tiny_a and tiny_b on the 15 image cases and two_frames, the 3B tower
-# on full_size_3b), on the CPU (torch 2.15, this project's 2-core machine) and on CUDA (H200, torch
-# 2.11), times 1.3, rounded up to two digits; the comment gives the measured worst (local /
-# accumulated) and where. Image and index stages must be exact everywhere. "float64" is the NumPy
-# reference: 0 on the float64 tiny goldens, so its entries are set by full_size_3b, which is stored
-# in float32 (its inputs and expected values carry float32 rounding).
-TOLERANCES = {
-    # (dtype, kind): Tol(local, accumulated),  # measured worst: local / accumulated (where)
-    ("float64", "image"): Tol(0.0, 0.0),
-    ("float64", "index"): Tol(0.0, 0.0),
-    ("float64", "rotary"): Tol(3.9e-08, 3.9e-08),  # 2.97e-08 (3b rotary_cos)
-    ("float64", "patch_embed"): Tol(4.2e-08, 4.2e-08),  # 3.16e-08 (3b)
-    ("float64", "attn_residual"): Tol(1.2e-07, 6.0e-08),  # 8.70e-08 / 4.59e-08 (3b blocks.24 / 15)
-    ("float64", "block_output"): Tol(9.7e-08, 6.2e-08),  # 7.43e-08 / 4.76e-08 (3b blocks.7 / 16)
-    ("float64", "merger.ln_q"): Tol(8.4e-08, 6.8e-08),  # 6.42e-08 / 5.22e-08 (3b)
-    ("float64", "output"): Tol(5.9e-08, 5.2e-08),  # 4.47e-08 / 3.98e-08 (3b)
-    ("float32", "image"): Tol(0.0, 0.0),
-    ("float32", "index"): Tol(0.0, 0.0),
-    ("float32", "rotary"): Tol(1.8e-06, 1.8e-06),  # 1.38e-06 (aspect_1_150/tiny_b rotary_sin: positions up to 49)
-    ("float32", "patch_embed"): Tol(7.2e-07, 7.2e-07),  # 5.49e-07 (photo_rocket/tiny_a, cpu)
-    ("float32", "attn_residual"): Tol(6.1e-07, 2.1e-06),  # 4.65e-07 / 1.61e-06 (photo_rocket/tiny_b cuda / 3b cuda)
-    ("float32", "block_output"): Tol(7.4e-07, 2.1e-06),  # 5.62e-07 / 1.58e-06 (checkerboard/tiny_b cuda / 3b cuda)
-    ("float32", "merger.ln_q"): Tol(2.6e-07, 2.3e-06),  # 1.99e-07 / 1.75e-06 (checkerboard/tiny_a cpu / 3b cuda)
-    ("float32", "output"): Tol(7.6e-07, 2.1e-06),  # 5.81e-07 / 1.55e-06 (noise/tiny_b cpu / 3b cuda)
-    ("bfloat16", "image"): Tol(0.0, 0.0),
-    ("bfloat16", "index"): Tol(0.0, 0.0),
-    ("bfloat16", "rotary"): Tol(1.8e-06, 1.8e-06),  # 1.38e-06 (the port keeps the tables in float32)
-    ("bfloat16", "patch_embed"): Tol(6.9e-03, 6.9e-03),  # 5.24e-03 (rgba/tiny_b)
-    ("bfloat16", "attn_residual"): Tol(1.3e-02, 4.4e-02),  # 9.94e-03 / 3.32e-02 (checkerboard/tiny_a / 3b cuda)
-    ("bfloat16", "block_output"): Tol(2.0e-02, 4.5e-02),  # 1.53e-02 / 3.43e-02 (checkerboard/tiny_b cpu / 3b cuda)
-    ("bfloat16", "merger.ln_q"): Tol(1.2e-02, 4.9e-02),  # 8.95e-03 / 3.71e-02 (photo_chelsea/tiny_a / 3b cuda)
-    ("bfloat16", "output"): Tol(1.1e-02, 2.5e-02),  # 7.93e-03 / 1.91e-02 (checkerboard/tiny_b)
-    ("float16", "image"): Tol(0.0, 0.0),
-    ("float16", "index"): Tol(0.0, 0.0),
-    ("float16", "rotary"): Tol(1.8e-06, 1.8e-06),  # 1.38e-06
-    ("float16", "patch_embed"): Tol(8.8e-04, 8.8e-04),  # 6.71e-04 (checkerboard/tiny_a)
-    ("float16", "attn_residual"): Tol(1.4e-03, 3.8e-03),  # 1.07e-03 / 2.88e-03 (checkerboard/tiny_b / 3b cpu)
-    ("float16", "block_output"): Tol(1.9e-03, 3.7e-03),  # 1.42e-03 / 2.79e-03 (checkerboard/tiny_b cpu / 3b cuda)
-    ("float16", "merger.ln_q"): Tol(1.6e-03, 4.3e-03),  # 1.19e-03 / 3.26e-03 (tiny_upscaled/tiny_b / 3b cuda)
-    ("float16", "output"): Tol(1.3e-03, 2.9e-03),  # 9.94e-04 / 2.21e-03 (rgba/tiny_b cuda / noise/tiny_a cuda)
-}
+# The tolerance table is goldenlib.tolerances.PARITY_TOLERANCES (with every other bound of the project).
+TOLERANCES = PARITY_TOLERANCES
 
 TOWER_STAGE_ORDER_HEAD = ("patch_embed", "rotary_cos", "rotary_sin", "window_index", "cu_seqlens", "cu_window_seqlens")
 INDEX_STAGES = ("window_index", "cu_seqlens", "cu_window_seqlens", "image_grid_thw")
@@ -132,27 +86,9 @@ class StageRow:
         return self.local is None or self.local <= self.tol.local
 
 
-def _errors(expected, actual):
-    expected = np.asarray(expected)
-    actual = np.asarray(actual)
-    if expected.shape != actual.shape:
-        return float("inf"), float("inf"), float("inf")
-    if expected.size == 0:
-        return 0.0, 0.0, 0.0
-    diff = np.abs(expected.astype(np.float64) - actual.astype(np.float64))
-    scale = float(np.max(np.abs(expected.astype(np.float64))))
-    max_abs = float(diff.max())
-    return max_abs, float(diff.mean()), (max_abs / scale if scale > 0 else max_abs)
-
-
-def rel_error(expected, actual):
-    """max |a - b| / max |b| (b = expected; inf on a shape mismatch), as goldenlib.tower_goldens.rel_error."""
-    return _errors(expected, actual)[2]
-
-
 def compare_stage(stage, expected, actual, local_actual, dtype, note=""):
-    max_abs, mean_abs, rel = _errors(expected, actual)
-    local = None if local_actual is None else rel_error(expected, local_actual)
+    max_abs, mean_abs, rel = abs_errors(actual, expected)
+    local = None if local_actual is None else rel_error(local_actual, expected)
     return StageRow(stage, tuple(np.shape(expected)), max_abs, mean_abs, rel, local, tolerance(dtype, stage), note)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import reference
-from hfcheck.hf_image import hf_preprocess
+from goldenlib.hf_image import hf_preprocess
 from reference.io import ImageDecodeError, load_image
 from torch_port import Qwen2_5_VLImageTransform
 

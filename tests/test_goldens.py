@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from goldenlib import store
-from goldenlib.cases import IMAGE_CASES
+from goldenlib.cases import IMAGE_CASES, TINY, TOWERS, two_frame_input
 from goldenlib.image_goldens import run_reference
-from goldenlib.tower_goldens import TINY_CONFIGS, run_tower, tiny_weights, two_frame_input
+from goldenlib.tolerances import GOLDEN_FLOAT64_REPRODUCE_BOUND
+from goldenlib.tower_goldens import run_tower
 
 
 def test_manifest_lists_exactly_the_files_with_their_sha256():
@@ -43,20 +44,20 @@ def test_reference_reproduces_image_stages(case):
             np.testing.assert_array_equal(stored[key], tensors[key], err_msg=f"{case.name}: {key}")
 
 
-@pytest.mark.parametrize("config", sorted(TINY_CONFIGS))
+@pytest.mark.parametrize("config", TINY)
 def test_reference_reproduces_tiny_towers(config):
     weights, meta = store.read_case(f"weights_{config}")
-    fresh = tiny_weights(config)
+    fresh = TOWERS[config].weights()
     assert sorted(weights) == sorted(fresh)
     for key in weights:
         np.testing.assert_array_equal(weights[key], fresh[key])
     cases = [case.name for case in IMAGE_CASES[::4]] + ["two_frames"]
     for name in cases:
         stored, _ = store.read_case(name)
-        trace = run_tower(TINY_CONFIGS[config], weights, stored["pixel_values"], stored["image_grid_thw"])
+        trace = run_tower(TOWERS[config].config, weights, stored["pixel_values"], stored["image_grid_thw"])
         for stage, value in trace.items():
             expected = stored[f"{config}.{stage}"]
-            np.testing.assert_allclose(value, expected, rtol=0, atol=1e-12 * max(1.0, np.abs(expected).max()),
+            np.testing.assert_allclose(value, expected, rtol=0, atol=GOLDEN_FLOAT64_REPRODUCE_BOUND * max(1.0, np.abs(expected).max()),
                                        err_msg=f"{name}: {config}.{stage}")
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generate_golden import DRIFT_BOUNDS
 from goldenlib import store
 from goldenlib.blas import openblas_kernel
+from goldenlib.tolerances import DRIFT_BOUNDS, SEED_FLOAT_RESIZE_MAX_BAND, SEED_FLOAT_RESIZE_MEAN_BAND
 from parity.cases import SCENARIOS, load_case, scenario_case
 from parity.implementations import PortImplementation
 from parity.report import Session, attribution_lines, build_runs, image_rows, report_markdown
@@ -31,12 +31,6 @@ from parity.stages import first_failure
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_CASE_SAMPLE = ["photo_astronaut", "photo_chelsea", "checkerboard", "gray", "rgba", "two_images",
                      "tall_vertical_first", "above_max_pixels", "exact_multiple"]
-
-# The seed scenario (README "Parity report"): rocket crop 213x224 -> 224x224, vertical pass only.
-# Measured (torch 2.15, Pillow 13): pixel_values max 0.007503 (half a uint8 step in green:
-# 0.5/255/0.2613 = 0.007504), mean 0.002283. The band allows a different torch's float bicubic.
-SEED_MAX_BAND = (0.0074, 0.0076)
-SEED_MEAN_BAND = (0.0021, 0.0025)
 
 
 @functools.cache
@@ -139,8 +133,8 @@ def test_seed_scenario_numbers():
     rows, _, _ = image_rows(case, "float", "float32")
     by_stage = {r.stage: r for r in rows}
     pixel = by_stage["pixel_values"]
-    assert SEED_MAX_BAND[0] <= pixel.max_abs <= SEED_MAX_BAND[1], pixel
-    assert SEED_MEAN_BAND[0] <= pixel.mean_abs <= SEED_MEAN_BAND[1], pixel
+    assert SEED_FLOAT_RESIZE_MAX_BAND[0] <= pixel.max_abs <= SEED_FLOAT_RESIZE_MAX_BAND[1], pixel
+    assert SEED_FLOAT_RESIZE_MEAN_BAND[0] <= pixel.mean_abs <= SEED_FLOAT_RESIZE_MEAN_BAND[1], pixel
     assert by_stage["resized"].max_abs <= 0.5 + 1e-3  # no clipped overshoot: only the final rounding
     assert first_failure(rows).stage == "resized"
     exact, _, _ = image_rows(case, "exact", "float32")

@@ -1,5 +1,5 @@
-"""HF's Qwen2.5-VL vision tower, built from a `reference.VisionConfig` and a weight dict, with a trace
-of the same stages the NumPy reference records (in original patch order)."""
+"""The HF side of the tower goldens: HF's Qwen2.5-VL vision tower, built from a `reference.VisionConfig`
+and a weight dict, with a trace of the same stages the NumPy reference records (in original patch order)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from transformers.initialization import no_init_weights
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 from transformers.vision_utils import get_vision_cu_seqlens, get_vision_window_index
 
+from reference.vision import patch_rows
 from reference.vision_config import VisionConfig
 from reference.weights import describe_problems, weight_problems
 
@@ -54,11 +55,6 @@ def build_hf_vision(config: VisionConfig, weights: dict, attn_implementation: st
         raise RuntimeError("HF rotary inv_freq is not the expected float32 table")
     assert model.config._attn_implementation == attn_implementation, model.config._attn_implementation
     return model
-
-
-def _original_rows(window_index: torch.Tensor, merge_unit: int) -> torch.Tensor:
-    # rows[j] = original patch row sitting at window-order position j
-    return (window_index[:, None] * merge_unit + torch.arange(merge_unit)).reshape(-1)
 
 
 def hf_vision_trace(model, pixel_values, grid_thw) -> dict:
@@ -111,7 +107,8 @@ def hf_vision_trace(model, pixel_values, grid_thw) -> dict:
         if not torch.equal(cu.long(), expect.long()):
             raise RuntimeError(f"block {i} got cu_seqlens {cu.tolist()}, expected {expect.tolist()}")
 
-    inverse = torch.argsort(_original_rows(window_index, unit))  # window order -> original order
+    rows = torch.from_numpy(patch_rows(window_index.long().numpy(), unit))  # original row at each window position
+    inverse = torch.argsort(rows)  # window order -> original order
     trace = {}
     for name, value in captured.items():
         if name.startswith("blocks.") or name == "merger.ln_q":

@@ -1,4 +1,4 @@
-"""The HF side of the image checks: what transformers and Pillow produce for each stage."""
+"""The HF side of the image goldens: what transformers and Pillow produce for each stage."""
 
 import warnings
 

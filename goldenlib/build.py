@@ -1,0 +1,92 @@
+"""Build one golden case in memory, cross-checked against HF: what the generator writes and the
+parity checks' in-memory scenarios use, from the same code.
+
+``build_case(case)`` returns ``(tensors, metadata, report)``; it raises :class:`CrosscheckError`
+when an image stage differs from HF/Pillow at all. ``report`` holds the tower stages' relative
+errors against HF's float32 tower; :func:`check_crosscheck` holds them to ``HF_CROSSCHECK_BOUND``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cases import TOWERS, Case, weights_case_name
+from .image_goldens import crosscheck, image_metadata, run_reference
+from .tolerances import HF_CROSSCHECK_BOUND
+from .tower_goldens import hf_crosscheck, run_tower
+
+
+class CrosscheckError(RuntimeError):
+    """The reference disagrees with HF beyond the bounds: nothing may be written."""
+
+
+def build_weights(tower_name, weights=None):
+    """The golden file of a tower's seeded weights: (tensors, metadata)."""
+    tower = TOWERS[tower_name]
+    name = weights_case_name(tower_name)
+    return (tower.weights() if weights is None else weights), {
+        "case": name, "kind": "weights", "config": tower.config.to_dict(), "seed": tower.seed,
+        "description": f"seeded random weights of tiny config {tower_name} (HF vision key names)"}
+
+
+def _inputs(case: Case):
+    """(images or None, image stage tensors, pixel_values, grid_thw) of a case."""
+    if case.make is None:
+        pixel_values, grid_thw = case.inputs()
+        return None, {}, pixel_values, grid_thw
+    images, tensors = run_reference(case)
+    diffs = crosscheck(case, images, tensors)
+    bad = {stage: diff for stage, diff in diffs.items() if diff != 0.0}
+    if bad:
+        raise CrosscheckError(f"case {case.name}: reference image stages differ from HF at {bad}")
+    return images, tensors, tensors["pixel_values"], tensors["image_grid_thw"]
+
+
+def build_case(case: Case, towers=None, weights_of=None):
+    """Compute ``case`` (a :class:`goldenlib.cases.Case`): (tensors, metadata, report).
+
+    ``towers``: names in TOWERS to run (default: the case's own); ``weights_of(name)`` gives a
+    tower's weights (default: regenerated from its seed). ``report``: [(case, tower, errors)] with
+    errors {(attention, stage): max rel. error vs HF float32}."""
+    towers = case.towers if towers is None else tuple(towers)
+    weights_of = weights_of or (lambda name: TOWERS[name].weights())
+    images, image_tensors, pixel_values, grid_thw = _inputs(case)
+    if case.kind == "image":
+        tensors = dict(image_tensors)
+    else:  # a tower case keeps only what the towers read
+        tensors = {"pixel_values": pixel_values, "image_grid_thw": grid_thw}
+    report = []
+    for name in towers:
+        config, weights = TOWERS[name].config, weights_of(name)
+        trace = run_tower(config, weights, pixel_values, grid_thw, keep=case.keeps)
+        report.append((case.name, name, hf_crosscheck(config, weights, pixel_values, grid_thw, trace,
+                                                      implementations=case.attention)))
+        del weights
+        for stage, value in trace.items():
+            if case.tower_dtype != "float64" and np.issubdtype(np.asarray(value).dtype, np.floating):
+                value = value.astype(case.tower_dtype)
+            tensors[f"{name}.{stage}"] = value
+    return tensors, _metadata(case, towers), report
+
+
+def _metadata(case, towers):
+    tower_dtype = "float64" if case.tower_dtype == "float64" else f"{case.tower_dtype} (computed in float64)"
+    common = {"tower_configs": {name: TOWERS[name].config.to_dict() for name in towers}, "tower_dtype": tower_dtype}
+    if case.kind == "image":
+        return {**image_metadata(case), **common, **case.metadata}
+    from .hf_image import versions
+
+    metadata = {"case": case.name, "kind": case.kind, "description": case.description, **common,
+                "versions": versions(), **case.metadata}
+    if case.blocks is not None:
+        metadata["stored_blocks"] = list(case.blocks)
+    return metadata
+
+
+def check_crosscheck(report, bound=HF_CROSSCHECK_BOUND):
+    """Raise CrosscheckError listing every tower stage of ``report`` beyond ``bound``."""
+    bad = [(case, config, key, err) for case, config, errors in report for key, err in errors.items()
+           if not err <= bound]
+    if bad:
+        lines = "\n".join(f"  {case} {config} {impl} {stage}: {err:.3e}" for case, config, (impl, stage), err in bad)
+        raise CrosscheckError(f"tower differs from HF beyond {bound:g}:\n{lines}")
