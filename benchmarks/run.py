@@ -227,7 +227,7 @@ def preprocess_section(sizes, rounds: int, per_round: int, settle: float) -> lis
     import torch
 
     import reference
-    from hfcheck.hf_image import hf_processor
+    from goldenlib.hf_image import hf_processor
     from torch_port import Qwen2_5_VLImageTransform
 
     warnings.simplefilter("ignore")
@@ -335,7 +335,7 @@ def worker(variant: str, tmp: Path, sides: list[int], reps: int, config: VisionC
 
         torch.set_grad_enabled(False)
         if variant.startswith("HF"):
-            from hfcheck.hf_vision import build_hf_vision
+            from goldenlib.hf_vision import build_hf_vision
 
             model = build_hf_vision(config, weights, attn_implementation="sdpa")
 

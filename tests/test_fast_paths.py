@@ -167,7 +167,7 @@ def test_transform_bands_equal_pillow_then_patchify(threads):
 
 
 def test_threaded_transform_matches_hf_on_a_large_photo():
-    from hfcheck.hf_image import hf_preprocess
+    from goldenlib.hf_image import hf_preprocess
 
     photo = np.asarray(PIL.Image.open("data/photos/rocket.png").convert("RGB"))
     image = np.asarray(PIL.Image.fromarray(photo).resize((1000, 700), PIL.Image.Resampling.BICUBIC))

@@ -10,7 +10,7 @@ import torch
 import reference
 from goldenlib.cases import IMAGE_CASES, photo
 from goldenlib.image_goldens import case_params
-from hfcheck.hf_image import hf_preprocess, hf_processor, to_pil
+from goldenlib.hf_image import hf_preprocess, hf_processor, to_pil
 from reference.io import load_image, pil_to_array
 from torch_port import Qwen2_5_VLImageTransform
 

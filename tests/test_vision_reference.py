@@ -26,7 +26,7 @@ from transformers import Qwen2_5_VLVisionConfig
 from transformers.activations import ACT2FN
 from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index
 
-from hfcheck.hf_vision import build_hf_vision, hf_config_dict, hf_vision_trace
+from goldenlib.hf_vision import build_hf_vision, hf_config_dict, hf_vision_trace
 from reference import (PRESETS, SUPPORTED_ACTS, VisionConfig, full_cu_seqlens, load_weights, random_weights,
                        segment_attention, vision_forward, vision_weight_shapes, window_index)
 from reference.vision import ACTIVATIONS, erf, vision_position_ids
