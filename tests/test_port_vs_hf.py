@@ -30,12 +30,14 @@ from torch_port import (
 )
 from torch_port._checkpoint import _HF_VISION_DEFAULTS, _transform_kwargs
 
+from goldenlib.tolerances import PORT_FLOAT32_VS_HF_BOUND, PORT_LOW_PRECISION_VS_HF_BOUNDS
+from goldenlib.tolerances import rel_error as rel_err
+
 from checkpoint_folder import PREPROCESSOR_JSON, VISION_CONFIG_JSON, write_checkpoint
 
-FP32_TOL = 1e-5  # measured: at most 1.3e-6 (fp32_matches), 1.5e-6 (stages)
-# low-precision bounds vs HF fp32, just above the worst measured over the cases of
-# test_low_precision_close_to_fp32 (bf16 1.83e-2, fp16 2.12e-3; HF's own bf16/fp16: 1.76e-2 / 2.31e-3)
-LOW_TOL = {torch.bfloat16: 2.5e-2, torch.float16: 3e-3}
+FP32_TOL = PORT_FLOAT32_VS_HF_BOUND  # measured values: in goldenlib/tolerances.py
+# low-precision bounds vs HF fp32 (measured values: in goldenlib/tolerances.py)
+LOW_TOL = {getattr(torch, name): bound for name, bound in PORT_LOW_PRECISION_VS_HF_BOUNDS.items()}
 
 # tiny configs: every one has at least one full-attention and one window block
 CONFIGS = {
@@ -87,10 +89,6 @@ GRIDS = {
     "2 images": [[1, 8, 12], [1, 10, 6]],
     "t=2": [[2, 12, 8]],
 }
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
 def make_config(name: str) -> Qwen2_5_VLVisionConfig:
