@@ -8,7 +8,7 @@ all holding the same weights (outputs are checked to agree):
 * ``port separate`` - the same with torchtune-style ``q_proj``/``k_proj``/``v_proj`` (three GEMMs);
 * ``HF``            - ``Qwen2_5_VLVisionAttention`` with sdpa (one SDPA call per segment).
 
-Results (H200 machine; CPU runs limited to 2 threads) are in the docstring of ``torch_port/_encoder.py``.
+Results (H200 machine; CPU runs limited to 2 threads) are in ``benchmarks/attention.md``.
 
 Cases: window blocks and full-attention blocks, on a 32x32 patch grid (16 full 64-patch windows)
 and a 28x36 patch grid (1008 patches: 6 full windows plus edge windows of 3 other sizes).

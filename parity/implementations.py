@@ -20,6 +20,7 @@ signature ``function(config, weights, dtype, device)``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 
 import numpy as np
@@ -29,6 +30,74 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def _numpy(t):
     return t.detach().to("cpu").double().numpy() if hasattr(t, "detach") else np.asarray(t)
+
+
+@contextlib.contextmanager
+def _recording(encoder, blocks):
+    """Forward hooks on the port's public submodules; yields the dict they fill (detached):
+    ``patch_embed``, ``rotary`` (cos, sin), ``merger.ln_q`` and, for each block ``i`` in ``blocks``,
+    ``blocks.{i}.input`` / ``.attn`` / ``.output`` (window order, as the blocks see them)."""
+    seen, handles = {}, []
+
+    def keep(name):
+        def hook(module, args, out):
+            seen[name] = tuple(o.detach() for o in out) if isinstance(out, tuple) else out.detach()
+        return hook
+
+    def keep_input(name):
+        def hook(module, args):
+            seen[name] = args[0].detach()
+        return hook
+
+    try:
+        handles.append(encoder.patch_embed.register_forward_hook(keep("patch_embed")))
+        handles.append(encoder.rope.register_forward_hook(keep("rotary")))
+        handles.append(encoder.merger.ln_q.register_forward_hook(keep("merger.ln_q")))
+        for i in blocks:
+            layer = encoder.layers[i]
+            handles.append(layer.register_forward_pre_hook(keep_input(f"blocks.{i}.input")))
+            handles.append(layer.attn.register_forward_hook(keep(f"blocks.{i}.attn")))
+            handles.append(layer.register_forward_hook(keep(f"blocks.{i}.output")))
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def port_stages(encoder, pixel_values, grid_thw):
+    """Run the port's encoder once and return ``(output, stages)``: every golden stage of it,
+    recorded by forward hooks and put back in original order (``layout.patch_inverse``).
+
+    ``blocks.{i}.attn_residual`` is the block's input plus its attention's output, the same sum
+    the block computes."""
+    layout = encoder.layout(grid_thw, pixel_values.device)
+    with _recording(encoder, range(len(encoder.layers))) as seen:
+        out = encoder(pixel_values, grid_thw)
+    back = layout.patch_inverse  # window-order row -> original row
+    stages = {"patch_embed": seen["patch_embed"]}
+    stages["rotary_cos"], stages["rotary_sin"] = seen["rotary"]
+    stages.update(window_index=layout.window_index, cu_seqlens=layout.cu_seqlens,
+                  cu_window_seqlens=layout.cu_window_seqlens)
+    for i in range(len(encoder.layers)):
+        stages[f"blocks.{i}.attn_residual"] = (seen[f"blocks.{i}.input"] + seen[f"blocks.{i}.attn"])[back]
+        stages[f"blocks.{i}.output"] = seen[f"blocks.{i}.output"][back]
+    stages["merger.ln_q"] = seen["merger.ln_q"][back]
+    stages["output"] = out.detach()
+    return out, stages
+
+
+def port_block(encoder, i, x, grid_thw):
+    """Block ``i`` of the port alone on ``x`` ``[N, hidden]`` (original order), composed from the
+    encoder's public parts: ``{"attn_residual": ..., "output": ...}`` in original order."""
+    layout = encoder.layout(grid_thw, x.device)
+    if x.shape[0] != layout.num_patches:
+        raise ValueError(f"x has {x.shape[0]} rows but grid_thw describes {layout.num_patches} patches")
+    cos, sin = encoder.rotary(layout)
+    order = layout.patch_order
+    with _recording(encoder, [i]) as seen:
+        out = encoder.layers[i](x[order], cos[order], sin[order], encoder.segments(i, layout))
+    back = layout.patch_inverse
+    return {"attn_residual": (seen[f"blocks.{i}.input"] + seen[f"blocks.{i}.attn"])[back], "output": out[back]}
 
 
 class PortImplementation:
@@ -54,10 +123,9 @@ class PortImplementation:
         return self.torch.as_tensor(np.asarray(grid_thw), dtype=self.torch.int64)
 
     def forward(self, pixel_values, grid_thw):
-        stages = {}
         with self.torch.no_grad():
             pv = self.torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32)).to(self.device)
-            self.encoder(pv, self._grid(grid_thw).to(self.device), return_stages=stages)
+            _, stages = port_stages(self.encoder, pv, self._grid(grid_thw).to(self.device))
         return {key: _numpy(value) for key, value in stages.items()}
 
     def patch_embed(self, pixel_values):
@@ -66,16 +134,15 @@ class PortImplementation:
             return _numpy(self.encoder.patch_embed(pv))
 
     def block(self, i, x, grid_thw):
-        stages = {}
         with self.torch.no_grad():
-            out = self.encoder.run_block(i, self._in(x), self._grid(grid_thw).to(self.device), return_stages=stages)
-        return {"attn_residual": _numpy(stages[f"blocks.{i}.attn_residual"]), "output": _numpy(out)}
+            stages = port_block(self.encoder, i, self._in(x), self._grid(grid_thw).to(self.device))
+        return {key: _numpy(value) for key, value in stages.items()}
 
     def merger(self, x, grid_thw):
+        # merge blocks are whole in both row orders: the merger runs on original-order rows as is
         with self.torch.no_grad():
             h = self._in(x)
-            return {"merger.ln_q": _numpy(self.encoder.merger.ln_q(h)),
-                    "output": _numpy(self.encoder.run_merger(h, self._grid(grid_thw)))}
+            return {"merger.ln_q": _numpy(self.encoder.merger.ln_q(h)), "output": _numpy(self.encoder.merger(h))}
 
     def close(self):
         del self.encoder

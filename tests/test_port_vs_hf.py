@@ -16,7 +16,11 @@ from transformers import Qwen2_5_VLVisionConfig
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index
 
+from parity.implementations import port_block, port_stages
+from reference.vision import patch_rows
 from torch_port import (
+    Qwen2_5_VisionMLP,
+    Qwen2_5_VisionRMSNorm,
     Qwen2_5_VisionRotaryEmbedding,
     load_hf_checkpoint,
     load_hf_vision,
@@ -28,7 +32,8 @@ from torch_port import (
     qwen2_5_vl_72b_vision_encoder,
     qwen2_5_vl_image_transform,
 )
-from torch_port._checkpoint import _HF_VISION_DEFAULTS, _transform_kwargs
+from torch_port._checkpoint import _transform_kwargs
+from torch_port._config import HF_OPTIONAL_DEFAULTS, HF_REQUIRED_DEFAULTS
 
 from goldenlib.tolerances import PORT_FLOAT32_VS_HF_BOUND, PORT_LOW_PRECISION_VS_HF_BOUNDS
 from goldenlib.tolerances import rel_error as rel_err
@@ -239,14 +244,13 @@ def test_fp32_parity_is_discriminating(ports):
 def test_stages_match_hf_and_teacher_forcing(ports, name):
     hf, port = hf_model(name), ports[name]
     px, g = inputs(name, [[1, 12, 20], [2, 6, 10]])
-    stages = {}
     with torch.no_grad():
-        out = port(px, g, return_stages=stages)
+        out, stages = port_stages(port, px, g)  # forward hooks on the public submodules
         ref = hf(px, g, output_hidden_states=True)
         window_index, cu_window = get_vision_window_index(
             g, spatial_merge_size=2, window_size=hf.config.window_size, patch_size=hf.config.patch_size
         )
-        order = (window_index[:, None] * 4 + torch.arange(4)).reshape(-1)  # window-order row -> original row
+        order = torch.from_numpy(patch_rows(window_index.numpy(), 4))  # window-order row -> original row
         cos_hf, sin_hf = hf.rotary_pos_emb(px, get_vision_position_ids(g, 2))
         ln_q_hf = hf.merger.ln_q(ref.last_hidden_state)
 
@@ -276,17 +280,17 @@ def test_stages_match_hf_and_teacher_forcing(ports, name):
     print(f"\nstages {name}:\n{table}")
     assert max(errs.values()) < FP32_TOL, f"stage errors vs HF:\n{table}"
 
-    # teacher forcing: each stage alone, fed the previous stage's recorded output
+    # teacher forcing: each stage alone (composed from the public submodules), fed the previous
+    # stage's recorded output
     with torch.no_grad():
         assert rel_err(port.patch_embed(px), stages["patch_embed"]) == 0
         prev = stages["patch_embed"]
         for i in range(depth):
-            one = {}
-            y = port.run_block(i, prev, g, return_stages=one)
-            assert rel_err(y, stages[f"blocks.{i}.output"]) < 1e-6
-            assert rel_err(one[f"blocks.{i}.attn_residual"], stages[f"blocks.{i}.attn_residual"]) < 1e-6
+            one = port_block(port, i, prev, g)
+            assert rel_err(one["output"], stages[f"blocks.{i}.output"]) < 1e-6
+            assert rel_err(one["attn_residual"], stages[f"blocks.{i}.attn_residual"]) < 1e-6
             prev = stages[f"blocks.{i}.output"]
-        assert rel_err(port.run_merger(prev, g), out) < 1e-6
+        assert rel_err(port.merger(prev), out) < 1e-6  # merge blocks are whole in both row orders
         assert rel_err(port.merger.ln_q(prev), stages["merger.ln_q"]) < 1e-6
 
 
@@ -319,9 +323,7 @@ def test_low_precision_close_to_fp32(dtype):
 
 def test_fp16_does_not_overflow_in_norms():
     """Activations above the fp16 square range (x**2 > 65504) stay finite through RMSNorm."""
-    from torch_port import RMSNorm
-
-    norm = RMSNorm(8).to(torch.float16)
+    norm = Qwen2_5_VisionRMSNorm(8).to(torch.float16)
     x = torch.full((3, 8), 1000.0, dtype=torch.float16)
     assert torch.isfinite(norm(x)).all() and torch.allclose(norm(x).float(), torch.ones(3, 8))
 
@@ -395,9 +397,10 @@ def test_config_handling(ports):
     px, g = inputs(name, GRIDS["12x20"])
     with torch.no_grad():
         assert torch.equal(port(px, g), ports[name](px, g))
-    # the defaults used for missing fields are HF's class defaults
+    # the defaults used for missing optional fields, and quoted for missing sizes, are HF's class defaults
     defaults = Qwen2_5_VLVisionConfig().to_dict()
-    assert {k: defaults[k] for k in _HF_VISION_DEFAULTS} == _HF_VISION_DEFAULTS
+    assert {k: defaults[k] for k in HF_OPTIONAL_DEFAULTS} == HF_OPTIONAL_DEFAULTS
+    assert {k: defaults[k] for k in HF_REQUIRED_DEFAULTS} == HF_REQUIRED_DEFAULTS
     # the port does not share the caller's tensors
     assert all(p.data_ptr() != t.data_ptr() for p, t in zip(port.parameters(), hf_model(name).parameters()))
 
@@ -421,6 +424,130 @@ def test_released_builders_fit_hf_weights(builder, out):
     assert ours == theirs
     assert port.fullatt_block_indexes == (7, 15, 23, 31) and port.window_units == 4
     assert port.rope.head_dim == 80
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_builder_takes_torchtune_and_hf_names(name):
+    """torchtune's argument names build the same encoder as HF's; both may be mixed, not contradicted."""
+    sizes = {**dict(patch_size=14, temporal_patch_size=2), **CONFIGS[name]}
+    common = dict(num_heads=sizes["num_heads"], patch_size=sizes["patch_size"],
+                  temporal_patch_size=sizes["temporal_patch_size"], spatial_merge_size=2,
+                  window_size=sizes["window_size"], fullatt_block_indexes=sizes["fullatt_block_indexes"], in_channels=3)
+    hf_names = dict(depth=sizes["depth"], hidden_size=sizes["hidden_size"],
+                    intermediate_size=sizes["intermediate_size"], out_hidden_size=sizes["out_hidden_size"],
+                    hidden_act="silu")
+    tune_names = dict(num_layers=sizes["depth"], embed_dim=sizes["hidden_size"],
+                      intermediate_dim=sizes["intermediate_size"], out_dim=sizes["out_hidden_size"],
+                      activation=torch.nn.SiLU, rope_base=10_000.0)
+    from torch_port import qwen2_5_vision_encoder
+
+    hf_style = qwen2_5_vision_encoder(**common, **hf_names)
+    tune_style = qwen2_5_vision_encoder(**common, **tune_names)
+    mixed = qwen2_5_vision_encoder(**common, **tune_names, depth=sizes["depth"], hidden_size=sizes["hidden_size"])
+    hf_state = hf_model(name).state_dict()
+    px, g = inputs(name, GRIDS["12x20"])
+    with torch.no_grad():
+        ref = hf_model(name)(px, g).pooler_output
+        outs = []
+        for encoder in (hf_style, tune_style, mixed):
+            encoder.load_state_dict(qwen2_5_vision_hf_to_tune(hf_state))
+            outs.append(encoder.eval()(px, g))
+    assert rel_err(outs[0], ref) < FP32_TOL
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+    width = sizes["hidden_size"]
+    with pytest.raises(ValueError, match=rf"(?=.*embed_dim={2 * width}\b)(?=.*hidden_size={width}\b)"):
+        qwen2_5_vision_encoder(**common, **{**hf_names, "embed_dim": 2 * width})
+    with pytest.raises(ValueError, match=r"(?=.*activation=)(?=.*hidden_act='silu')"):
+        qwen2_5_vision_encoder(**common, **hf_names, activation="gelu")
+    with pytest.raises(TypeError, match=r"(?=.*num_layers)(?=.*depth)"):
+        qwen2_5_vision_encoder(**common, **{k: v for k, v in hf_names.items() if k != "depth"})
+
+
+def test_rope_base_reaches_the_rotary():
+    """``rope_base`` (HF: rope_parameters["rope_theta"]) is the rotary's base, in the builder and the loader."""
+    name = "hd16-w112-full@2"
+    config = make_config(name).to_dict()
+    assert qwen2_5_vl_3b_vision_encoder().rope.base == 10_000.0 == config["rope_parameters"]["rope_theta"]
+    config["rope_parameters"] = {"rope_type": "axial", "rope_theta": 500.0}
+    port = load_hf_vision(config, hf_model(name).state_dict())
+    assert port.rope.base == 500.0
+    hf = Qwen2_5_VisionTransformerPretrainedModel(Qwen2_5_VLVisionConfig(**config)).eval()
+    hf.load_state_dict(hf_model(name).state_dict())
+    px, g = inputs(name, GRIDS["12x20"])
+    with torch.no_grad():
+        assert rel_err(port(px, g), hf(px, g).pooler_output) < FP32_TOL
+        assert rel_err(port(px, g), hf_model(name)(px, g).pooler_output) > 1e-2  # the base matters
+
+
+def test_missing_sizes_are_refused_by_their_hf_names():
+    """HF would fill a missing size with its class default (hidden_size 3584); the port, like the
+    reference, refuses and names every missing field (HF's aliases count as present)."""
+    from reference import VisionConfig
+
+    name = "hd16-w112-full@2"
+    full = {k: v for k, v in make_config(name).to_dict().items() if v is not None}
+    for missing in (["hidden_size"], ["depth", "out_hidden_size"], list(HF_REQUIRED_DEFAULTS)):
+        config = {k: v for k, v in full.items() if k not in missing}
+        for loader in (lambda c: load_hf_vision(c, hf_model(name).state_dict()), VisionConfig.from_hf):
+            with pytest.raises(ValueError, match="lacks") as info:
+                loader(config)
+            assert all(repr(k) in str(info.value) for k in missing), str(info.value)
+    aliased = {k: v for k, v in full.items() if k not in ("depth", "num_heads")}
+    aliased.update(num_hidden_layers=full["depth"], num_attention_heads=full["num_heads"])
+    assert load_hf_vision(aliased, hf_model(name).state_dict()).fullatt_block_indexes == (2,)
+
+
+def test_activations_match_hf_and_the_reference():
+    """One activation table: the port's names are the reference's, each module computes HF's ACT2FN."""
+    from transformers.activations import ACT2FN
+
+    from reference.vision_config import SUPPORTED_ACTS
+    from torch_port import ACTIVATIONS
+
+    assert set(ACTIVATIONS) == set(SUPPORTED_ACTS)
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 6
+    for dtype in (torch.float32, torch.bfloat16):
+        for act, make in ACTIVATIONS.items():
+            assert torch.equal(make()(x.to(dtype)), ACT2FN[act](x.to(dtype))), (act, dtype)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("rows", [1, 64, 300])
+def test_mlp_transposed_equals_plain(bias, rows):
+    """The gated MLP's transposed float32 CPU path computes the same sums as the obvious form."""
+    from torch import nn
+
+    def plain(mlp, x):
+        return mlp.w2(mlp.activation(mlp.w1(x)) * mlp.w3(x))
+
+    torch.manual_seed(rows)
+    mlp = Qwen2_5_VisionMLP(gate_proj=nn.Linear(80, 342, bias=bias), down_proj=nn.Linear(342, 80, bias=bias),
+                            up_proj=nn.Linear(80, 342, bias=bias), activation=nn.SiLU())
+    x = torch.randn(rows, 80)
+    with torch.inference_mode():
+        assert mlp._transposed_hidden(x)
+        torch.testing.assert_close(mlp(x), plain(mlp, x), rtol=1e-6, atol=1e-6)
+        # other shapes and dtypes take the plain form itself
+        x3 = x.reshape(1, rows, 80)
+        assert not mlp._transposed_hidden(x3)
+        assert torch.equal(mlp(x3), plain(mlp, x3))
+        mlp16, x16 = mlp.to(torch.bfloat16), x.to(torch.bfloat16)
+        assert not mlp16._transposed_hidden(x16)
+        assert torch.equal(mlp16(x16), plain(mlp16, x16))
+
+
+def test_old_class_names_are_deprecated_aliases():
+    """``RMSNorm`` / ``FeedForward`` would shadow torchtune's modules: only warning aliases remain."""
+    import torch_port
+    from torch_port import _encoder
+
+    for old, new in (("RMSNorm", Qwen2_5_VisionRMSNorm), ("FeedForward", Qwen2_5_VisionMLP)):
+        with pytest.warns(DeprecationWarning, match=new.__name__):
+            assert getattr(torch_port, old) is new
+        assert old not in vars(torch_port) and old not in vars(_encoder) and old not in torch_port.__all__
+    with pytest.raises(AttributeError, match="no attribute 'Bogus'"):
+        torch_port.Bogus  # noqa: B018
 
 
 # ------------------------------------------------------------- checkpoint

@@ -1,16 +1,23 @@
-"""Qwen2.5-VL vision encoder and image transform in torch, laid out like a torchtune model folder."""
+"""Qwen2.5-VL vision encoder and image transform in torch, laid out like a torchtune model folder.
 
+Self-contained (torch, numpy, Pillow, safetensors): the folder can be copied into a torchtune
+checkout as ``torchtune/models/qwen2_5_vision/``.
+"""
+
+import warnings
+
+from ._activations import ACTIVATIONS
 from ._checkpoint import load_hf_checkpoint, load_hf_vision
 from ._component_builders import qwen2_5_vision_encoder
 from ._convert_weights import qwen2_5_vision_hf_to_tune, qwen2_5_vision_tune_to_hf
 from ._encoder import (
-    FeedForward,
     Qwen2_5_VisionAttention,
     Qwen2_5_VisionBlock,
     Qwen2_5_VisionEncoder,
+    Qwen2_5_VisionMLP,
     Qwen2_5_VisionPatchEmbed,
     Qwen2_5_VisionPatchMerger,
-    RMSNorm,
+    Qwen2_5_VisionRMSNorm,
     SegmentGroup,
     VisionLayout,
     segment_attention,
@@ -26,15 +33,16 @@ from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding, apply_rotary_
 from ._transform import Qwen2_5_VLImageTransform
 
 __all__ = [
-    "FeedForward",
+    "ACTIVATIONS",
     "Qwen2_5_VLImageTransform",
     "Qwen2_5_VisionAttention",
     "Qwen2_5_VisionBlock",
     "Qwen2_5_VisionEncoder",
+    "Qwen2_5_VisionMLP",
     "Qwen2_5_VisionPatchEmbed",
     "Qwen2_5_VisionPatchMerger",
+    "Qwen2_5_VisionRMSNorm",
     "Qwen2_5_VisionRotaryEmbedding",
-    "RMSNorm",
     "SegmentGroup",
     "VisionLayout",
     "apply_rotary_emb",
@@ -51,3 +59,14 @@ __all__ = [
     "segment_attention",
     "vision_position_ids",
 ]
+
+# Old names that would shadow torchtune's modules of the same name once dropped into torchtune
+_RENAMED = {"RMSNorm": "Qwen2_5_VisionRMSNorm", "FeedForward": "Qwen2_5_VisionMLP"}
+
+
+def __getattr__(name: str):
+    if name in _RENAMED:
+        new = _RENAMED[name]
+        warnings.warn(f"torch_port.{name} is deprecated; use torch_port.{new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

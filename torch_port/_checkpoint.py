@@ -3,9 +3,10 @@
 * :func:`load_hf_vision` - an HF vision config (dict) + an HF state dict -> encoder.
 * :func:`load_hf_checkpoint` - a released-layout checkpoint folder -> (encoder, image transform).
 
-Config fields a vision config omits take HF's ``Qwen2_5_VLVisionConfig`` class defaults
-(``_HF_VISION_DEFAULTS``), exactly as HF would read the same file; note HF's default
-``hidden_size`` is 3584, not the released 1280 - a config without it fails the shape check.
+A vision config must give the five sizes of the tower (``depth``, ``hidden_size``, ``num_heads``,
+``intermediate_size``, ``out_hidden_size``): HF would fill missing ones with its class defaults
+(``hidden_size`` 3584, not the released 1280), this loader refuses them, naming them (see
+``_config.py``, the reference's rules). Other fields take HF's class defaults.
 Only safetensors files are read; pickle checkpoints (``.bin``/``.pt``) are refused.
 """
 
@@ -14,32 +15,13 @@ from pathlib import Path
 
 import torch
 
-from reference.vision_config import VisionConfig
-
 from ._component_builders import qwen2_5_vision_encoder
+from ._config import encoder_kwargs
 from ._convert_weights import _TO_HF, _hf_to_tune, _map_key, is_hf_vision_key
 from ._encoder import Qwen2_5_VisionEncoder
-from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding
 
 __all__ = ["load_hf_checkpoint", "load_hf_vision"]
 
-# HF Qwen2_5_VLVisionConfig class defaults (transformers 5.24), for fields a config leaves out
-_HF_VISION_DEFAULTS = {
-    "depth": 32,
-    "hidden_size": 3584,
-    "hidden_act": "silu",
-    "intermediate_size": 3420,
-    "num_heads": 16,
-    "in_channels": 3,
-    "patch_size": 14,
-    "spatial_merge_size": 2,
-    "temporal_patch_size": 2,
-    "window_size": 112,
-    "out_hidden_size": 3584,
-    "fullatt_block_indexes": [7, 15, 23, 31],
-}
-# aliases HF maps onto the vision config's own names (attribute_map)
-_ALIASES = {"num_heads": "num_attention_heads", "depth": "num_hidden_layers"}
 # HF Qwen2VLImageProcessor class defaults, for fields a preprocessor_config.json leaves out
 _HF_PROCESSOR_DEFAULTS = {
     "min_pixels": 56 * 56,
@@ -53,42 +35,15 @@ _HF_PROCESSOR_DEFAULTS = {
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-def _encoder_kwargs(config) -> tuple[dict, float]:
-    """Component-builder kwargs and rope theta from an HF vision config (dict or config object)."""
-    if hasattr(config, "to_dict"):
-        config = config.to_dict()
-    if not isinstance(config, dict):
-        raise TypeError(f"config must be a dict (an HF vision config), got {type(config).__name__}")
-    kwargs = {}
-    for name, default in _HF_VISION_DEFAULTS.items():
-        value = config.get(name)
-        if value is None and name in _ALIASES:
-            value = config.get(_ALIASES[name])
-        kwargs[name] = default if value is None else value
-    rope = config.get("rope_parameters") or {}
-    if rope.get("rope_type", "axial") != "axial":
-        raise ValueError(f"only axial 2D rotary is supported, config has rope_type {rope['rope_type']!r}")
-    theta = rope.get("rope_theta", config.get("rope_theta", 10_000.0))
-    # One set of rules for both implementations: the reference's VisionConfig checks every field
-    # (positive sizes, head_dim divisible by 4, window a multiple of patch*merge, full-attention
-    # indexes in range and int even after a lossy round trip) and names the one that is wrong.
-    checked = VisionConfig.from_hf({**kwargs, "rope_parameters": {"rope_type": "axial", "rope_theta": theta}})
-    kwargs = {name: getattr(checked, name) for name in kwargs}
-    kwargs["fullatt_block_indexes"] = list(checked.fullatt_block_indexes)
-    return kwargs, checked.rope_theta
-
-
 def _hf_name(tune_key: str) -> str:
     """The HF name (no prefix) of a port parameter, for error messages."""
     return _map_key(tune_key, _TO_HF) or tune_key
 
 
 def _build(config, state_dict: dict, *, dtype: torch.dtype, device, copy: bool) -> Qwen2_5_VisionEncoder:
-    kwargs, theta = _encoder_kwargs(config)
+    kwargs = encoder_kwargs(config)
     with torch.device("meta"):  # no memory, no init: every parameter comes from the state dict
         encoder = qwen2_5_vision_encoder(**kwargs)
-    if theta != 10_000.0:
-        encoder.rope = Qwen2_5_VisionRotaryEmbedding(encoder.rope.head_dim, base=theta)
 
     converted, origin, problems = _hf_to_tune(state_dict)
     expected = encoder.state_dict()
@@ -123,8 +78,9 @@ def load_hf_vision(
     Args:
         config (dict): HF vision config, e.g. ``Qwen2_5_VLVisionConfig(...).to_dict()`` or a
             checkpoint's ``vision_config`` (an HF config object works too). Unused fields are
-            ignored, missing ones take HF's class defaults, ``fullatt_block_indexes`` are coerced
-            to int.
+            ignored; the five sizes are required (a missing one is an error, see the module
+            docstring), other missing fields take HF's class defaults; ``fullatt_block_indexes``
+            are coerced to int.
         state_dict (dict[str, torch.Tensor]): HF keys with or without ``visual.`` /
             ``model.visual.``; non-vision keys are ignored.
         dtype (torch.dtype): parameter dtype of the returned encoder - float32 by default,
@@ -261,15 +217,15 @@ def load_hf_checkpoint(
             )
         vision_config = config
     transform_kwargs = _transform_kwargs(_read_json(folder / "preprocessor_config.json"))
-    encoder_kwargs, _ = _encoder_kwargs(vision_config)
+    tower = encoder_kwargs(vision_config)
     mismatched = [
-        f"{t}={transform_kwargs[t]} vs vision_config {e}={encoder_kwargs[e]}"
+        f"{t}={transform_kwargs[t]} vs vision_config {e}={tower[e]}"
         for t, e in (
             ("patch_size", "patch_size"),
             ("merge_size", "spatial_merge_size"),
             ("temporal_patch_size", "temporal_patch_size"),
         )
-        if transform_kwargs[t] != encoder_kwargs[e]
+        if transform_kwargs[t] != tower[e]
     ]
     if mismatched:
         raise ValueError(f"preprocessor_config.json disagrees with config.json: {mismatched}")

@@ -1,105 +1,142 @@
-"""Component builders: assemble the Qwen2.5-VL vision encoder from plain sizes (no hidden defaults)."""
+"""Component builders: assemble the Qwen2.5-VL vision encoder from plain sizes (no hidden defaults).
+
+Arguments take torchtune's names (``embed_dim``, ``num_layers``, ``num_heads``,
+``intermediate_dim``, ``out_dim``, ``activation``, ``rope_base``, ``norm_eps``, ...). HF's names for
+the same sizes (``hidden_size``, ``depth``, ``intermediate_size``, ``out_hidden_size``,
+``hidden_act``) are accepted too, so configs written against either keep working.
+"""
+
+from typing import Callable, Optional, Union
 
 from torch import nn
 
+from ._activations import activation as _activation_module
 from ._encoder import (
-    FeedForward,
     Qwen2_5_VisionAttention,
     Qwen2_5_VisionBlock,
     Qwen2_5_VisionEncoder,
+    Qwen2_5_VisionMLP,
     Qwen2_5_VisionPatchEmbed,
     Qwen2_5_VisionPatchMerger,
-    RMSNorm,
+    Qwen2_5_VisionRMSNorm,
 )
 from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding
 
 __all__ = ["qwen2_5_vision_encoder"]
 
-# HF ``hidden_act`` names -> activation modules ("gelu" is the exact erf GELU, as in HF's ACT2FN)
-_ACTIVATIONS = {
-    "silu": lambda: nn.SiLU(),
-    "swish": lambda: nn.SiLU(),
-    "gelu": lambda: nn.GELU(),
-    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
-    "relu": lambda: nn.ReLU(),
-}
+Activation = Union[str, Callable[[], nn.Module]]
 
 
-def _activation(name: str) -> nn.Module:
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"unsupported hidden_act {name!r}; supported: {sorted(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]()
+def _one_of(tune_name: str, tune_value, hf_name: str, hf_value, default=None):
+    """The value given under torchtune's name or HF's (both only if equal), else ``default``."""
+    if tune_value is not None and hf_value is not None and tune_value != hf_value:
+        raise ValueError(
+            f"qwen2_5_vision_encoder got both {tune_name}={tune_value!r} and {hf_name}={hf_value!r} "
+            "(two names for one size); give one"
+        )
+    value = tune_value if tune_value is not None else hf_value
+    if value is None:
+        if default is None:
+            raise TypeError(f"qwen2_5_vision_encoder needs {tune_name} (or HF's {hf_name})")
+        return default
+    return value
+
+
+def _make_activation(act: Activation) -> nn.Module:
+    """An HF ``hidden_act`` name, or (torchtune style) a callable such as ``nn.SiLU`` that makes the module."""
+    return _activation_module(act) if isinstance(act, str) else act()
 
 
 def qwen2_5_vision_encoder(
     *,
-    depth: int,
-    hidden_size: int,
+    embed_dim: Optional[int] = None,
+    num_layers: Optional[int] = None,
     num_heads: int,
-    intermediate_size: int,
-    out_hidden_size: int,
+    intermediate_dim: Optional[int] = None,
+    out_dim: Optional[int] = None,
     patch_size: int,
     temporal_patch_size: int,
     spatial_merge_size: int,
     window_size: int,
-    fullatt_block_indexes: list[int] | tuple[int, ...],
+    fullatt_block_indexes: Union[list[int], tuple[int, ...]],
     in_channels: int,
-    hidden_act: str = "silu",
+    activation: Optional[Activation] = None,
+    rope_base: float = 10_000.0,
+    norm_eps: float = 1e-6,
+    hidden_size: Optional[int] = None,
+    depth: Optional[int] = None,
+    intermediate_size: Optional[int] = None,
+    out_hidden_size: Optional[int] = None,
+    hidden_act: Optional[str] = None,
 ) -> Qwen2_5_VisionEncoder:
     """Build a Qwen2.5-VL vision encoder (HF ``Qwen2_5_VisionTransformerPretrainedModel``).
 
     Args:
-        depth (int): number of transformer blocks.
-        hidden_size (int): width of the blocks.
-        num_heads (int): attention heads; ``hidden_size / num_heads`` must be a multiple of 4.
-        intermediate_size (int): width of the gated MLP.
-        out_hidden_size (int): output width (the LLM's hidden size).
+        embed_dim (int): width of the blocks (HF: ``hidden_size``).
+        num_layers (int): number of transformer blocks (HF: ``depth``).
+        num_heads (int): attention heads; ``embed_dim / num_heads`` must be a multiple of 4.
+        intermediate_dim (int): width of the gated MLP (HF: ``intermediate_size``).
+        out_dim (int): output width, the LLM's hidden size (HF: ``out_hidden_size``).
         patch_size (int): patch side in pixels.
         temporal_patch_size (int): frames per patch.
         spatial_merge_size (int): merge block side in patches.
         window_size (int): attention window side in pixels.
         fullatt_block_indexes (list[int]): blocks with full (per frame) attention.
         in_channels (int): image channels.
-        hidden_act (str): MLP activation ("silu" in every released model).
+        activation (str | Callable): MLP activation, an HF name (HF: ``hidden_act``) or a callable
+            returning the module, e.g. ``nn.SiLU``. Default "silu", as every released model.
+        rope_base (float): base of the 2D rotary (HF: ``rope_parameters["rope_theta"]``), 10000.
+        norm_eps (float): RMSNorm epsilon (HF fixes it at 1e-6).
+        hidden_size, depth, intermediate_size, out_hidden_size, hidden_act: HF's names for the
+            sizes above; either name may be given, both only with the same value.
 
     Returns:
         Qwen2_5_VisionEncoder: float32, randomly initialised (load weights next).
 
     Raises:
-        ValueError: on inconsistent sizes.
+        TypeError: a size given under neither name.
+        ValueError: inconsistent sizes, or one size given twice with two values.
     """
-    if hidden_size % num_heads != 0:
-        raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
-    head_dim = hidden_size // num_heads
+    embed_dim = _one_of("embed_dim", embed_dim, "hidden_size", hidden_size)
+    num_layers = _one_of("num_layers", num_layers, "depth", depth)
+    intermediate_dim = _one_of("intermediate_dim", intermediate_dim, "intermediate_size", intermediate_size)
+    out_dim = _one_of("out_dim", out_dim, "out_hidden_size", out_hidden_size)
+    activation = _one_of("activation", activation, "hidden_act", hidden_act, default="silu")
+    if embed_dim % num_heads != 0:
+        raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+    head_dim = embed_dim // num_heads
     fullatt = [int(i) for i in fullatt_block_indexes]
-    bad = [i for i in fullatt if not 0 <= i < depth]
+    bad = [i for i in fullatt if not 0 <= i < num_layers]
     if bad:
-        raise ValueError(f"fullatt_block_indexes {bad} out of range for depth {depth}")
+        raise ValueError(f"fullatt_block_indexes {bad} out of range for num_layers {num_layers}")
     merge_unit = spatial_merge_size**2
 
     def block() -> Qwen2_5_VisionBlock:
         attn = Qwen2_5_VisionAttention(
             num_heads=num_heads,
             head_dim=head_dim,
-            qkv_proj=nn.Linear(hidden_size, 3 * hidden_size, bias=True),
-            output_proj=nn.Linear(hidden_size, hidden_size, bias=True),
+            qkv_proj=nn.Linear(embed_dim, 3 * embed_dim, bias=True),
+            output_proj=nn.Linear(embed_dim, embed_dim, bias=True),
         )
-        mlp = FeedForward(
-            gate_proj=nn.Linear(hidden_size, intermediate_size, bias=True),
-            down_proj=nn.Linear(intermediate_size, hidden_size, bias=True),
-            up_proj=nn.Linear(hidden_size, intermediate_size, bias=True),
-            activation=_activation(hidden_act),
+        mlp = Qwen2_5_VisionMLP(
+            gate_proj=nn.Linear(embed_dim, intermediate_dim, bias=True),
+            down_proj=nn.Linear(intermediate_dim, embed_dim, bias=True),
+            up_proj=nn.Linear(embed_dim, intermediate_dim, bias=True),
+            activation=_make_activation(activation),
         )
         return Qwen2_5_VisionBlock(
-            attn=attn, mlp=mlp, sa_norm=RMSNorm(hidden_size, eps=1e-6), mlp_norm=RMSNorm(hidden_size, eps=1e-6)
+            attn=attn,
+            mlp=mlp,
+            sa_norm=Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps),
+            mlp_norm=Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps),
         )
 
     merger = Qwen2_5_VisionPatchMerger(
-        ln_q=RMSNorm(hidden_size, eps=1e-6),
-        mlp=FeedForward(
-            gate_proj=nn.Linear(merge_unit * hidden_size, merge_unit * hidden_size, bias=True),
-            down_proj=nn.Linear(merge_unit * hidden_size, out_hidden_size, bias=True),
-            activation=nn.GELU(),  # exact (erf) GELU
+        ln_q=Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps),
+        mlp=Qwen2_5_VisionMLP(
+            gate_proj=nn.Linear(merge_unit * embed_dim, merge_unit * embed_dim, bias=True),
+            down_proj=nn.Linear(merge_unit * embed_dim, out_dim, bias=True),
+            activation=nn.GELU(),  # exact (erf) GELU, whatever the blocks use
         ),
         merge_unit=merge_unit,
     )
@@ -108,10 +145,10 @@ def qwen2_5_vision_encoder(
             in_channels=in_channels,
             temporal_patch_size=temporal_patch_size,
             patch_size=patch_size,
-            embed_dim=hidden_size,
+            embed_dim=embed_dim,
         ),
-        rope=Qwen2_5_VisionRotaryEmbedding(head_dim),
-        layers=[block() for _ in range(depth)],
+        rope=Qwen2_5_VisionRotaryEmbedding(head_dim, base=rope_base),
+        layers=[block() for _ in range(num_layers)],
         merger=merger,
         patch_size=patch_size,
         spatial_merge_size=spatial_merge_size,

@@ -24,29 +24,9 @@ a free view; other groups are gathered with one index (``[n, length]``) and scat
 Fused ``qkv_proj``
 ------------------
 The attention keeps HF's fused ``qkv`` projection as one ``qkv_proj`` Linear(hidden, 3*hidden)
-instead of torchtune's separate ``q_proj/k_proj/v_proj``. ``benchmarks/bench_attention.py`` times
-the whole attention module (projections + rotary + segment attention + output projection) at the
-released sizes (hidden 1280, 16 heads), ms per call, median of interleaved runs. CPU: the device
-machine's CPU limited to 2 threads (this project's 2-core box was too loaded to time reliably);
-GPU: H200. torch 2.11.
-
-=========================  ==========  ===============  =======================
-case                       fused qkv   separate q/k/v   HF (sdpa, per segment)
-=========================  ==========  ===============  =======================
-CPU fp32, 32x32 windows    64.3        64.8             64.5
-CPU bf16, 32x32 windows    31.9        29.2             33.8
-CPU fp32, 32x32 full       129.1       135.2            133.2
-CPU fp32, 28x36 windows    55.2        55.6             56.1
-CUDA fp32, 32x32 windows   0.4         0.5              0.9
-CUDA bf16, 32x32 windows   0.6         0.6              1.4
-CUDA fp32, 28x36 windows   0.5         0.6              0.9
-=========================  ==========  ===============  =======================
-
-On the CPU the two layouts are within run-to-run noise (the three GEMMs cost the same flops as
-the one); on CUDA the single GEMM saves about 0.1 ms of 0.5-0.7 ms. Fused also keeps the checkpoint's tensor as
-is, so the weight conversion is a pure rename with no split/concatenate in the exact round trip.
-So: fused. The batched segment attention matches HF's per-segment loop on the CPU and halves
-the window-block time on CUDA (one SDPA launch per window size instead of one per window).
+instead of torchtune's separate ``q_proj/k_proj/v_proj``: the checkpoint's tensor stays as is (the
+weight conversion is a pure rename), the CPU time is the same and one GEMM is slightly faster on
+CUDA (measurements: ``benchmarks/attention.md``).
 
 Numerics follow HF: RMSNorm variance in float32 (eps 1e-6, weight applied after the cast back),
 rotary in float32, patch rows cast to the weight dtype before the patch projection.
@@ -62,25 +42,26 @@ from torch import nn
 from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding, apply_rotary_emb, vision_position_ids
 
 __all__ = [
-    "FeedForward",
     "Qwen2_5_VisionAttention",
     "Qwen2_5_VisionBlock",
     "Qwen2_5_VisionEncoder",
+    "Qwen2_5_VisionMLP",
     "Qwen2_5_VisionPatchEmbed",
     "Qwen2_5_VisionPatchMerger",
-    "RMSNorm",
+    "Qwen2_5_VisionRMSNorm",
     "SegmentGroup",
     "VisionLayout",
     "segment_attention",
 ]
 
 
-class RMSNorm(nn.Module):
+class Qwen2_5_VisionRMSNorm(nn.Module):
     """Root-mean-square norm with the statistics in float32, as HF's ``Qwen2_5_VLRMSNorm``.
 
     ``scale * (x / sqrt(mean(x**2) + eps))``: the normalisation runs in float32, the result is
     cast back to the input dtype, then multiplied by ``scale`` (so float16 cannot overflow in the
-    variance).
+    variance). A name of its own so that, dropped into torchtune, it never stands in for
+    ``torchtune.modules.RMSNorm``: this one is pinned to HF's rounding order.
 
     Args:
         dim (int): size of the normalised (last) dimension.
@@ -101,8 +82,11 @@ class RMSNorm(nn.Module):
         return f"{tuple(self.scale.shape)}, eps={self.eps}"
 
 
-class FeedForward(nn.Module):
+class Qwen2_5_VisionMLP(nn.Module):
     """Two-layer MLP, gated when ``up_proj`` is given: ``w2(act(w1(x)) * w3(x))`` else ``w2(act(w1(x)))``.
+
+    Same parameter names as torchtune's ``FeedForward``; its own name because its float32 CPU
+    forward takes another (equal) route, see :meth:`_forward_transposed`.
 
     Args:
         gate_proj (nn.Module): first projection, stored as ``w1``.
@@ -128,10 +112,6 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._transposed_hidden(x):
             return self._forward_transposed(x)
-        return self.forward_plain(x)
-
-    def forward_plain(self, x: torch.Tensor) -> torch.Tensor:
-        """The obvious form (any module, device, dtype and shape)."""
         h = self.activation(self.w1(x))
         if self.w3 is not None:
             h = h * self.w3(x)
@@ -148,12 +128,12 @@ class FeedForward(nn.Module):
         )
 
     def _forward_transposed(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward_plain` with the gated hidden computed transposed, ``[hidden, s]``.
+        """The gated MLP with its hidden computed transposed, ``[hidden, s]`` (2D float32 CPU input).
 
         Why: on the CPU (MKL float32 sgemm) ``x [s, 1280] @ w1.T [1280, 3420]`` runs at about 137
         GFLOP/s on a 2-core AVX-512 machine while the transposed product ``w1 [3420, 1280] @ x.T``
         runs at about 180 (s = 1024; 5184 alike), for the same sums (results equal, see
-        tests/test_fast_paths.py). The down projection takes the transposed hidden as a
+        tests/test_port_vs_hf.py). The down projection takes the transposed hidden as a
         transposed view at no cost. Only for float32: bfloat16 (oneDNN) gains nothing.
         """
 
@@ -211,13 +191,10 @@ class Qwen2_5_VisionPatchMerger(nn.Module):
         self.mlp = mlp
         self.merge_unit = merge_unit
 
-    def project(self, normed: torch.Tensor) -> torch.Tensor:
-        """``[N, dim]`` already through ``ln_q`` -> ``[N / merge_unit, out_dim]``."""
-        return self.mlp(normed.reshape(-1, self.merge_unit * normed.shape[-1]))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, dim]`` -> ``[N / merge_unit, out_dim]``."""
-        return self.project(self.ln_q(x))
+        x = self.ln_q(x)
+        return self.mlp(x.reshape(-1, self.merge_unit * x.shape[-1]))  # one merge block per row
 
 
 @dataclass(frozen=True)
@@ -467,20 +444,12 @@ class Qwen2_5_VisionBlock(nn.Module):
         self.mlp_norm = mlp_norm
         self.mlp = mlp
 
-    def attn_residual(
-        self, x: torch.Tensor, rope_cos: torch.Tensor, rope_sin: torch.Tensor, segments: tuple[SegmentGroup, ...]
-    ) -> torch.Tensor:
-        """``x + attn(sa_norm(x))``, ``[s, dim] -> [s, dim]``."""
-        return x + self.attn(self.sa_norm(x), rope_cos, rope_sin, segments)
-
-    def mlp_residual(self, h: torch.Tensor) -> torch.Tensor:
-        """``h + mlp(mlp_norm(h))``, ``[s, dim] -> [s, dim]``."""
-        return h + self.mlp(self.mlp_norm(h))
-
     def forward(
         self, x: torch.Tensor, rope_cos: torch.Tensor, rope_sin: torch.Tensor, segments: tuple[SegmentGroup, ...]
     ) -> torch.Tensor:
-        return self.mlp_residual(self.attn_residual(x, rope_cos, rope_sin, segments))
+        """``[s, dim] -> [s, dim]``; rope_cos/sin ``[s, head_dim]``; ``segments``: which rows attend together."""
+        h = x + self.attn(self.sa_norm(x), rope_cos, rope_sin, segments)
+        return h + self.mlp(self.mlp_norm(h))
 
 
 class Qwen2_5_VisionEncoder(nn.Module):
@@ -497,12 +466,6 @@ class Qwen2_5_VisionEncoder(nn.Module):
         fullatt_block_indexes (list[int]): blocks attending over whole frames; the others attend
             within windows.
 
-    Stage names recorded by ``return_stages`` (activations in original order, i.e. the row order
-    of ``pixel_values``; ``[N, hidden]`` unless stated)::
-
-        "patch_embed", "rotary_cos", "rotary_sin" ([N, head_dim] float32),
-        "window_index" ([N/4] int64, HF's), "cu_seqlens", "cu_window_seqlens" (int32),
-        "blocks.{i}.attn_residual", "blocks.{i}.output", "merger.ln_q", "output" ([N/4, out]).
     """
 
     def __init__(
@@ -554,98 +517,25 @@ class Qwen2_5_VisionEncoder(nn.Module):
             raise ValueError(f"{what} has {x.shape[0]} rows but grid_thw describes {layout.num_patches} patches")
 
     # ------------------------------------------------------------- the model
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        grid_thw: torch.Tensor,
-        *,
-        return_stages: dict[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         """
         Args:
             pixel_values (torch.Tensor): ``[N, C*tp*p*p]`` patch rows in merge-block order (as the
                 image processor emits them), cast to the weights' dtype.
             grid_thw (torch.Tensor): ``[n_images, 3]`` (t, h, w) per image, in patches.
-            return_stages (dict | None): if a dict, filled with the stages listed in the class
-                docstring (detached).
 
         Returns:
             torch.Tensor: ``[N / spatial_merge_size**2, out_hidden_size]`` in original order.
         """
-        stages = return_stages
         layout = self.layout(grid_thw, pixel_values.device)
         x = self.patch_embed(pixel_values)  # [N, hidden] original order
         self._check_rows(x, layout, "pixel_values")
         cos, sin = self.rotary(layout)  # [N, head_dim] float32
-        if stages is not None:
-            stages["patch_embed"] = x.detach()
-            stages["rotary_cos"], stages["rotary_sin"] = cos, sin
-            stages["window_index"] = layout.window_index
-            stages["cu_seqlens"] = layout.cu_seqlens
-            stages["cu_window_seqlens"] = layout.cu_window_seqlens
 
         # blocks run in window order: each window is a run of consecutive rows
         x, cos, sin = x[layout.patch_order], cos[layout.patch_order], sin[layout.patch_order]
         for i, layer in enumerate(self.layers):
-            x = self._block(i, layer, x, cos, sin, layout, stages)
+            x = layer(x, cos, sin, self.segments(i, layout))
 
-        if stages is None:
-            out = self.merger(x)  # [N/4, out] window order
-        else:
-            normed = self.merger.ln_q(x)
-            stages["merger.ln_q"] = normed[layout.patch_inverse].detach()
-            out = self.merger.project(normed)
-        out = out[layout.unit_inverse]  # original order
-        if stages is not None:
-            stages["output"] = out.detach()
-        return out
-
-    def _block(
-        self,
-        i: int,
-        layer: Qwen2_5_VisionBlock,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        layout: VisionLayout,
-        stages: dict | None,
-    ) -> torch.Tensor:
-        """Block ``i`` on window-order ``x``; records its stages in original order."""
-        segments = self.segments(i, layout)
-        if stages is None:
-            return layer(x, cos, sin, segments)
-        h = layer.attn_residual(x, cos, sin, segments)
-        stages[f"blocks.{i}.attn_residual"] = h[layout.patch_inverse].detach()
-        x = layer.mlp_residual(h)
-        stages[f"blocks.{i}.output"] = x[layout.patch_inverse].detach()
-        return x
-
-    # ------------------------------------------ single stages (teacher forcing)
-    def run_block(
-        self,
-        i: int,
-        x: torch.Tensor,
-        grid_thw: torch.Tensor,
-        *,
-        return_stages: dict[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """Block ``i`` alone on a given input: ``[N, hidden]`` original order -> same.
-
-        ``return_stages`` (optional) receives ``blocks.{i}.attn_residual`` and ``blocks.{i}.output``.
-        """
-        layout = self.layout(grid_thw, x.device)
-        self._check_rows(x, layout, "x")
-        cos, sin = self.rotary(layout)
-        order = layout.patch_order
-        y = self._block(i, self.layers[i], x[order], cos[order], sin[order], layout, return_stages)
-        return y[layout.patch_inverse]
-
-    def run_merger(self, x: torch.Tensor, grid_thw: torch.Tensor | None = None) -> torch.Tensor:
-        """The merger alone: ``[N, hidden]`` original order -> ``[N/4, out_hidden_size]`` original order.
-
-        Merge blocks are whole in both orders, so no permutation is needed; ``grid_thw``, if
-        given, is only used to check the row count.
-        """
-        if grid_thw is not None:
-            self._check_rows(x, self.layout(grid_thw), "x")
-        return self.merger(x)
+        out = self.merger(x)  # [N/4, out] window order (merge blocks move whole)
+        return out[layout.unit_inverse]  # original order

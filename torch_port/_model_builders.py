@@ -2,7 +2,8 @@
 
 The four released vision towers are identical except for ``out_hidden_size`` (the LLM width):
 depth 32, hidden 1280, 16 heads (head_dim 80), intermediate 3420, patch 14, temporal patch 2,
-spatial merge 2, window 112 pixels, full attention in blocks 7, 15, 23, 31, SiLU, 3 channels.
+spatial merge 2, window 112 pixels, full attention in blocks 7, 15, 23, 31, SiLU, 3 channels,
+rotary base 10000.
 """
 
 from ._component_builders import qwen2_5_vision_encoder
@@ -17,20 +18,21 @@ __all__ = [
 ]
 
 
-def _released_vision_encoder(out_hidden_size: int) -> Qwen2_5_VisionEncoder:
+def _released_vision_encoder(out_dim: int) -> Qwen2_5_VisionEncoder:
     return qwen2_5_vision_encoder(
-        depth=32,
-        hidden_size=1280,
+        num_layers=32,
+        embed_dim=1280,
         num_heads=16,
-        intermediate_size=3420,
-        out_hidden_size=out_hidden_size,
+        intermediate_dim=3420,
+        out_dim=out_dim,
         patch_size=14,
         temporal_patch_size=2,
         spatial_merge_size=2,
         window_size=112,
         fullatt_block_indexes=(7, 15, 23, 31),
         in_channels=3,
-        hidden_act="silu",
+        activation="silu",
+        rope_base=10_000.0,
     )
 
 

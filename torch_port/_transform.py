@@ -35,9 +35,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from reference.bicubic import vertical_first
-from reference.preprocess import normalize_table as reference_normalize_table
-from reference.smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
+from ._smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -121,10 +119,41 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def _normalize_table(mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """[C, 256] float32: HF's rescale then normalize of every uint8 level, per channel.
+
+    Both act on each value alone, so one value per (channel, level) covers every image. Rescale:
+    times 1/255 in float64, cast to float32; normalize: ``(x - mean) / std`` in float32.
+    """
+    levels = np.arange(256, dtype=np.float64) * (1 / 255)  # [256]
+    mean = np.asarray(mean, dtype=np.float32)[:, None]
+    std = np.asarray(std, dtype=np.float32)[:, None]
+    return np.ascontiguousarray((levels.astype(np.float32)[None, :] - mean) / std)  # [C, 256]
+
+
 def normalize_table(mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """[3, 256] float32: normalized value of every uint8 level, per channel, computed as HF does
-    (the reference's table, made by its own rescale and normalize)."""
-    return torch.from_numpy(reference_normalize_table(mean, std))
+    """[3, 256] float32: normalized value of every uint8 level, per channel, computed as HF does."""
+    return torch.from_numpy(_normalize_table(mean, std))
+
+
+def _pillow_version() -> tuple[int, ...]:
+    return tuple(int(p) for p in PIL.__version__.split(".")[:2] if p.isdigit())
+
+
+def vertical_first(in_h: int, in_w: int, out_h: int, out_w: int, pillow_version: Optional[tuple] = None) -> bool:
+    """Whether Pillow's resize runs its vertical pass first (when both passes run).
+
+    Pillow >= 13: when the height shrinks by more than twice as many pixels as the width
+    (``dh > 0 and dh > 2 * dw``); 12.2: only for an image over 100x taller than wide whose height
+    shrinks; <= 12.1: never. ``pillow_version`` None means the installed Pillow.
+    """
+    version = pillow_version or _pillow_version()
+    if version >= (13, 0):
+        dh, dw = in_h - out_h, in_w - out_w
+        return dh > 0 and dh > 2 * dw
+    if version >= (12, 2):
+        return in_h > 100 * in_w and out_h < in_h
+    return False
 
 
 def pair_table(table: np.ndarray) -> np.ndarray:
@@ -154,6 +183,7 @@ class Qwen2_5_VLImageTransform:
 
     def __init__(
         self,
+        *,
         min_pixels: int = MIN_PIXELS,
         max_pixels: int = MAX_PIXELS,
         patch_size: int = 14,
@@ -175,7 +205,7 @@ class Qwen2_5_VLImageTransform:
         self.image_mean = tuple(image_mean)
         self.image_std = tuple(image_std)
         self.dtype = dtype
-        self._table_np = reference_normalize_table(image_mean, image_std)  # [3, 256] float32
+        self._table_np = _normalize_table(image_mean, image_std)  # [3, 256] float32
         # The lookup works on units of the image's bytes: pairs of levels (uint16) where a patch
         # row has an even length, single levels otherwise; channel c's values start at c * width.
         if patch_size % 2 == 0:
@@ -211,8 +241,8 @@ class Qwen2_5_VLImageTransform:
     def _patchify_into(self, resized: np.ndarray, out: np.ndarray) -> None:
         """uint8 [H, W, 3] (whole merge blocks) -> ``out`` [H/(m*p), W/(m*p), m, m, 3, tp, p, p].
 
-        The obvious form is ``patchify(normalize(rescale(...)))`` of ``reference.preprocess``
-        (tests/test_fast_paths.py keeps them equal). Here, a few rows of merge blocks at a time
+        The obvious form is HF's rescale -> normalize -> patchify (tests/test_fast_paths.py keeps
+        this equal to the project's NumPy reference of it). Here, a few rows of merge blocks at a time
         (about ``_CHUNK_PIXELS``, so the temporaries stay in cache):
 
         1. the patches are gathered as uint8 levels [rows, W/(m*p), m, m, C, p, p];
@@ -302,7 +332,15 @@ class Qwen2_5_VLImageTransform:
             out.paste(band, (0, box[1]) if horizontal else (box[0], 0))
         return out
 
-    def __call__(self, sample: Mapping[str, Any]) -> dict:
+    def __call__(self, sample: Mapping[str, Any], inference: bool = False) -> dict:
+        """``sample["image"]`` -> a new dict: the sample's keys plus ``pixel_values`` and ``image_grid_thw``.
+
+        Args:
+            sample (Mapping): holds ``"image"``; every other key is passed through.
+            inference (bool): accepted for torchtune's transform protocol (model transforms pass it
+                to each part). This transform has no training-only step (no augmentation, no
+                random crop): the output is the same either way, the image kept in the sample.
+        """
         if "image" not in sample:
             raise KeyError("sample has no 'image'")
         image = _convert_rgb(_to_pil(sample["image"]))
