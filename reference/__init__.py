@@ -2,6 +2,9 @@
 
 Imports numpy and the standard library only. Decoding image files (Pillow)
 lives in :mod:`reference.io`, which nothing else here imports.
+
+The functions here are the plain forms, the specification; :mod:`reference.fast` holds faster
+forms of a few of them (same names, bit-equal results).
 """
 
 from .bicubic import resize_bicubic
@@ -11,5 +14,7 @@ from .smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
 from .vision_config import PRESETS, SUPPORTED_ACTS, VisionConfig
 from .weights import random_weights, vision_weight_shapes
 from .checkpoint import load_weights
+from .activations import ACTIVATIONS
 from .vision import (apply_rotary, full_cu_seqlens, patch_embed, patch_merger, rms_norm, rotary_cos_sin,
                      segment_attention, vision_attention, vision_block, vision_forward, vision_mlp, window_index)
+from . import fast  # noqa: E402  (after the plain modules it builds on)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-# Activations of ACT2FN that the reference implements (see `reference.vision.activation`).
-SUPPORTED_ACTS = ("silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu")
+from .activations import ACTIVATIONS
+
+# The names of ACT2FN that the reference implements: the keys of its one activation table.
+SUPPORTED_ACTS = tuple(ACTIVATIONS)
 
 _REQUIRED = ("depth", "hidden_size", "num_heads", "intermediate_size", "out_hidden_size")
 # HF's class defaults for the required fields: a dict that lacks one of them would silently

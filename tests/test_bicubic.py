@@ -1,4 +1,5 @@
-"""resize_bicubic == Pillow's BICUBIC resize, bit for bit, and the alpha/RGB helpers == Pillow."""
+"""resize_bicubic == Pillow's BICUBIC resize, bit for bit (colour and alpha helpers: test_color.py;
+the fast resize == the plain one: test_fast_paths.py)."""
 
 import numpy as np
 import PIL
@@ -7,9 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reference import resize_bicubic, to_rgb
-from reference.bicubic import premultiply_alpha, resample_axis, resample_axis_obvious, unpremultiply_alpha
-from reference.color import composite_over_white
+from reference import fast, resize_bicubic
 
 PROPERTY_EXAMPLES = 400
 
@@ -45,6 +44,7 @@ def image_and_size(draw):
 def test_resize_matches_pillow(case):
     image, height, width = case
     np.testing.assert_array_equal(resize_bicubic(image, height, width), pil_resize(image, height, width))
+    np.testing.assert_array_equal(fast.resize_bicubic(image, height, width), pil_resize(image, height, width))
 
 
 @pytest.mark.parametrize("in_hw,out_hw", [
@@ -58,48 +58,6 @@ def test_pass_order_cases(in_hw, out_hw):
     rng = np.random.default_rng(sum(in_hw) + sum(out_hw))
     image = rng.integers(0, 256, in_hw + (3,), dtype=np.uint8)
     np.testing.assert_array_equal(resize_bicubic(image, *out_hw), pil_resize(image, *out_hw))
-
-
-def test_fast_pass_equals_obvious_pass():
-    rng = np.random.default_rng(3)
-    image = rng.integers(0, 256, (37, 300, 3), dtype=np.uint8)
-    for out in (1, 5, 64, 65, 299, 300, 301, 777):
-        np.testing.assert_array_equal(resample_axis(image, out, 1), resample_axis_obvious(image, out, 1))
-        np.testing.assert_array_equal(resample_axis(image.transpose(1, 0, 2), out, 0),
-                                      resample_axis_obvious(image.transpose(1, 0, 2), out, 0))
-
-
-def _all_pairs():
-    color, alpha = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8), indexing="ij")
-    return np.stack([color, 255 - color, color // 2, alpha], axis=-1)  # [256, 256, 4]
-
-
-def test_premultiply_matches_pillow_exhaustively():
-    rgba = _all_pairs()
-    expected = np.asarray(PIL.Image.fromarray(rgba).convert("RGBa"))
-    np.testing.assert_array_equal(premultiply_alpha(rgba), expected)
-
-
-def test_unpremultiply_matches_pillow_exhaustively():
-    rgba = _all_pairs()
-    expected = np.asarray(PIL.Image.frombytes("RGBa", (256, 256), rgba.tobytes()).convert("RGBA"))
-    np.testing.assert_array_equal(unpremultiply_alpha(rgba), expected)
-
-
-def test_composite_over_white_matches_hf_exhaustively():
-    from transformers.image_transforms import convert_to_rgb
-
-    rgba = _all_pairs()
-    expected = convert_to_rgb(PIL.Image.fromarray(rgba), return_numpy=True)
-    np.testing.assert_array_equal(composite_over_white(rgba), expected)
-    np.testing.assert_array_equal(to_rgb(rgba), expected)
-
-
-def test_gray_to_rgb_matches_pillow():
-    gray = np.random.default_rng(0).integers(0, 256, (13, 17), dtype=np.uint8)
-    expected = np.asarray(PIL.Image.fromarray(gray).convert("RGB"))
-    np.testing.assert_array_equal(to_rgb(gray), expected)
-    np.testing.assert_array_equal(to_rgb(gray[:, :, None]), expected)
 
 
 @pytest.mark.parametrize("bad,match", [

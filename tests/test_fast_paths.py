@@ -1,9 +1,11 @@
-"""The fast forms equal the readable ones they stand in for (benchmarks/run.py times them).
+"""The fast forms (reference.fast) equal the plain ones they stand for, bit for bit
+(benchmarks/run.py times both).
 
-* bicubic: strips of output rows and banded products == Pillow, whatever the strip size;
-* preprocess: the lookup-table patchify == patchify(normalize(rescale(...))), bit for bit;
-* vision: in-place softmax / SiLU, the chunked rotary and the chunked segment attention ==
-  the plain functions; the float32 tower stays float32;
+* bicubic: strips of output rows and banded products == Pillow and == the plain tap loop;
+* preprocess: the lookup-table patchify == patchify(normalize(rescale(...))), fast.preprocess ==
+  preprocess;
+* vision: in-place softmax / SiLU, the chunked rotary, segments batched through views ==
+  the plain functions, from one segment to the whole tower with its trace;
 * torch_port transform: the banded, threaded Pillow passes == ``image.resize`` and HF;
 * torch_port FeedForward: the transposed-hidden float32 CPU path == the plain form.
 """
@@ -15,10 +17,12 @@ import torch
 
 import reference
 import reference.bicubic as bicubic
-from reference.preprocess import (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize, normalize_table, patchify,
-                                  patchify_levels, rescale)
-from reference.vision import (_silu_in_place, _softmax_in_place, apply_rotary, full_cu_seqlens, segment_attention,
-                              silu, softmax, vision_attention, vision_forward, vision_mlp, window_index)
+import reference.vision as vision
+from reference import fast
+from reference.activations import silu
+from reference.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize, normalize_table, patchify, rescale
+from reference.vision import (apply_rotary, full_cu_seqlens, segment_attention, softmax, vision_attention,
+                              vision_forward, vision_mlp, window_index)
 from torch_port import Qwen2_5_VLImageTransform
 
 
@@ -28,19 +32,40 @@ def pil_resize(image, height, width):
 
 # ---------------------------------------------------------------- bicubic
 
+RESIZES = [((97, 61), (40, 83)), ((61, 97), (83, 40)), ((300, 50), (100, 56)),  # vertical first
+           ((50, 300), (56, 100)), ((33, 47), (33, 90)), ((33, 47), (90, 47)), ((1, 9), (7, 1)), ((5, 5), (5, 5))]
+
 
 @pytest.mark.parametrize("strip_values", [1, 500, 1 << 12, 1 << 40])
 def test_resize_strips_change_nothing(monkeypatch, strip_values):
     """One row per strip, a few, or the whole image in one strip: always Pillow's bytes."""
-    monkeypatch.setattr(bicubic, "_STRIP_VALUES", strip_values)
+    monkeypatch.setattr(fast, "_STRIP_VALUES", strip_values)
     rng = np.random.default_rng(strip_values % 97)
-    cases = [((97, 61), (40, 83)), ((61, 97), (83, 40)), ((300, 50), (100, 56)),  # vertical first
-             ((50, 300), (56, 100)), ((33, 47), (33, 90)), ((33, 47), (90, 47)), ((1, 9), (7, 1))]
-    for (h, w), (oh, ow) in cases:
+    for (h, w), (oh, ow) in RESIZES[:-1]:
         for channels in (0, 3, 4):
             image = rng.integers(0, 256, (h, w) if channels == 0 else (h, w, channels), dtype=np.uint8)
-            np.testing.assert_array_equal(reference.resize_bicubic(image, oh, ow), pil_resize(image, oh, ow),
+            np.testing.assert_array_equal(fast.resize_bicubic(image, oh, ow), pil_resize(image, oh, ow),
                                           err_msg=f"{(h, w)} -> {(oh, ow)}, {channels} channels")
+
+
+@pytest.mark.parametrize("channels", [0, 1, 2, 3, 4])
+def test_fast_resize_equals_plain_resize(channels):
+    """Every pass order, one pass or none, every channel count (LA and RGBA premultiplied)."""
+    rng = np.random.default_rng(channels)
+    for (h, w), (oh, ow) in RESIZES:
+        image = rng.integers(0, 256, (h, w) if channels == 0 else (h, w, channels), dtype=np.uint8)
+        got = fast.resize_bicubic(image, oh, ow)
+        np.testing.assert_array_equal(got, bicubic.resize_bicubic(image, oh, ow), err_msg=f"{(h, w)} -> {(oh, ow)}")
+        assert got.dtype == np.uint8 and got.shape == bicubic.resize_bicubic(image, oh, ow).shape
+
+
+def test_fast_pass_equals_obvious_pass():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (37, 300, 3), dtype=np.uint8)
+    for out in (1, 5, 64, 65, 299, 300, 301, 777):
+        np.testing.assert_array_equal(fast.resample_axis(image, out, 1), bicubic.resample_axis(image, out, 1))
+        np.testing.assert_array_equal(fast.resample_axis(image.transpose(1, 0, 2), out, 0),
+                                      bicubic.resample_axis(image.transpose(1, 0, 2), out, 0))
 
 
 # ---------------------------------------------------------------- preprocess
@@ -61,7 +86,7 @@ def test_patchify_levels_equals_patchify_of_normalized(shape):
     image = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
     mean, std = (0.5, 0.25, 0.125), (0.2, 0.3, 0.7)  # not CLIP's: the table follows its arguments
     want, gh, gw = patchify(normalize(rescale(image.transpose(2, 0, 1)), mean, std))
-    got, gh2, gw2 = patchify_levels(image, normalize_table(mean, std))
+    got, gh2, gw2 = fast.patchify_levels(image, normalize_table(mean, std))
     assert (gh, gw) == (gh2, gw2) and got.dtype == np.float32
     np.testing.assert_array_equal(got, want)
 
@@ -70,11 +95,24 @@ def test_preprocess_with_and_without_trace_agree():
     rng = np.random.default_rng(5)
     images = [rng.integers(0, 256, (90, 130, 3), dtype=np.uint8), rng.integers(0, 256, (50, 200), dtype=np.uint8),
               rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)]
-    fast = reference.preprocess(images)  # lookup-table path
+    fast_out = fast.preprocess(images)  # fast resize, lookup-table patchify
     trace = {}
     slow = reference.preprocess(images, trace=trace)  # rescale -> normalize -> patchify, every stage kept
-    np.testing.assert_array_equal(fast["pixel_values"], slow["pixel_values"])
-    np.testing.assert_array_equal(fast["image_grid_thw"], slow["image_grid_thw"])
+    np.testing.assert_array_equal(fast_out["pixel_values"], slow["pixel_values"])
+    np.testing.assert_array_equal(fast_out["image_grid_thw"], slow["image_grid_thw"])
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"max_pixels": 28 * 28 * 12}, {"min_pixels": 28 * 28 * 40},
+                                    {"patch_size": 7, "merge_size": 3, "temporal_patch_size": 1,
+                                     "image_mean": (0.1, 0.5, 0.9), "image_std": (0.2, 0.3, 0.7)}])
+def test_fast_preprocess_equals_preprocess(kwargs):
+    rng = np.random.default_rng(len(kwargs))
+    for image in (rng.integers(0, 256, (123, 77, 3), dtype=np.uint8), rng.integers(0, 256, (40, 300), dtype=np.uint8),
+                  rng.integers(0, 256, (64, 50, 4), dtype=np.uint8), rng.integers(0, 256, (333, 41, 1), dtype=np.uint8)):
+        want, got = reference.preprocess(image, **kwargs), fast.preprocess(image, **kwargs)
+        assert got["pixel_values"].dtype == np.float32 and got["image_grid_thw"].dtype == np.int64
+        np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"])
+        np.testing.assert_array_equal(got["image_grid_thw"], want["image_grid_thw"])
 
 
 # ---------------------------------------------------------------- vision
@@ -85,10 +123,10 @@ def test_softmax_and_silu_in_place_equal_the_plain_functions(dtype):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((3, 600, 70)) * 30).astype(dtype)
     x[0, 0, :3] = [-1e4, 1e4, 0.0]  # extreme logits
-    np.testing.assert_array_equal(_softmax_in_place(x.copy()), softmax(x))
+    np.testing.assert_array_equal(fast.softmax(x.copy()), softmax(x))
     y = (rng.standard_normal((700, 33)) * 20).astype(dtype)  # more rows than one chunk
     y[0, :4] = [-1e4, 1e4, -200.0, 0.0]  # exp overflow for very negative inputs gives -0
-    np.testing.assert_array_equal(_silu_in_place(y.copy()), silu(y))
+    np.testing.assert_array_equal(fast.silu(y.copy()), silu(y))
 
 
 def _plain_vision_attention(x, cos, sin, cu_seqlens, qkv, proj, num_heads):
@@ -115,35 +153,81 @@ def test_attention_and_mlp_equal_their_plain_forms(dtype):
 
     qkv, proj = lin(3 * hidden, hidden), lin(hidden, hidden)
     for cu in (window_index(grid, window_size=56)[1], full_cu_seqlens(grid)):
-        got = vision_attention(x, cos, sin, cu, qkv, proj, heads)
+        got = fast.vision_attention(x, cos, sin, cu, qkv, proj, heads)
         np.testing.assert_array_equal(got, _plain_vision_attention(x, cos, sin, cu, qkv, proj, heads))
+        np.testing.assert_array_equal(got, vision_attention(x, cos, sin, cu, qkv, proj, heads))
     gate, up, down = lin(inter, hidden), lin(inter, hidden), lin(hidden, inter)
     plain = (silu(x @ gate["weight"].T + gate["bias"]) * (x @ up["weight"].T + up["bias"])) @ down["weight"].T
-    np.testing.assert_array_equal(vision_mlp(x, gate, up, down), plain + down["bias"])
+    np.testing.assert_array_equal(fast.vision_mlp(x, gate, up, down), plain + down["bias"])
+    for act in reference.SUPPORTED_ACTS:
+        np.testing.assert_array_equal(fast.vision_mlp(x, gate, up, down, act), vision_mlp(x, gate, up, down, act))
 
 
-def test_segment_attention_chunks_and_layouts_agree():
-    """Batched windows (views or gathered rows), head chunks and query-row chunks: same numbers."""
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_segment_attention_chunks_and_layouts_agree(dtype):
+    """Batched windows (views), one by one, head chunks and query-row chunks: same numbers; the
+    fast form's bits equal the plain form's whatever the chunking."""
     rng = np.random.default_rng(2)
     S, heads, d = 200, 4, 8
-    q, k, v = (rng.standard_normal((S, heads, d)) for _ in range(3))
-    back_to_back = np.array([0, 40, 80, 120, 160, 200])  # equal lengths, contiguous: views
-    interleaved = np.array([0, 40, 50, 90, 100, 140, 150, 200])  # lengths 40, 10, 40, 10, ...: gathered
-    for cu in (back_to_back, interleaved):
-        whole = segment_attention(q, k, v, cu)
+    q, k, v = (rng.standard_normal((S, heads, d)).astype(dtype) for _ in range(3))
+    back_to_back = np.array([0, 40, 80, 120, 160, 200])  # equal lengths: batched through views
+    interleaved = np.array([0, 40, 50, 90, 100, 140, 150, 200])  # lengths 40, 10, 40, 10, ...: one by one
+    uneven = np.array([0, 7, 7, 47, 87, 127, 128, 200])  # an empty segment, a run of three, a single row
+    atol = 1e-14 if dtype == np.float64 else 1e-6
+    for cu in (back_to_back, interleaved, uneven):
+        whole = fast.segment_attention(q, k, v, cu)
+        np.testing.assert_array_equal(whole, segment_attention(q, k, v, cu))
         for max_scores in (40 * 40 * 4, 40 * 40, 40 * 7, 1):  # all heads, one head, 7 rows, 1 row
-            np.testing.assert_allclose(segment_attention(q, k, v, cu, max_scores=max_scores), whole,
-                                       rtol=0, atol=1e-14)
+            chunked = fast.segment_attention(q, k, v, cu, max_scores=max_scores)
+            np.testing.assert_allclose(chunked, whole, rtol=0, atol=atol)
+            np.testing.assert_array_equal(chunked, segment_attention(q, k, v, cu, max_scores=max_scores))
 
 
-def test_float32_tower_stays_float32():
+def test_segment_attention_memory_stays_per_row_in_full_attention():
+    """A 5184-row frame (1008x1008, 16 heads) is taken a few query rows at a time: the score
+    array stays far below [heads, S, S] (430 M scores)."""
+    rows = vision.query_rows(16, 5184)
+    assert 16 * rows * 5184 <= vision.MAX_SCORES < 16 * 5184 * 5184
+    assert vision.query_rows(16, 1024) == 1024  # 1024 patches: whole frame at once
+    assert vision.query_rows(4, 0) == 1  # empty segments cost nothing
+
+
+TOWER_CONFIGS = [
+    reference.VisionConfig(depth=2, hidden_size=32, num_heads=2, intermediate_size=40, out_hidden_size=24,
+                           fullatt_block_indexes=(1,)),
+    reference.VisionConfig(depth=3, hidden_size=48, num_heads=4, intermediate_size=56, out_hidden_size=16,
+                           window_size=56, fullatt_block_indexes=(0,), hidden_act="gelu_pytorch_tanh"),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("config", TOWER_CONFIGS, ids=["win112", "win56_gelu"])
+def test_fast_tower_equals_plain_tower_with_its_trace(config, dtype):
+    weights = reference.random_weights(config, seed=4)
+    rng = np.random.default_rng(4)
+    for grid in ([[1, 8, 12]], [[1, 10, 6], [2, 4, 8]], [[1, 18, 10]]):
+        rows = sum(t * h * w for t, h, w in grid)
+        pixels = rng.standard_normal((rows, config.patch_dim)).astype(np.float32)
+        want_trace, got_trace = {}, {}
+        want = vision_forward(pixels, grid, weights, config, dtype=dtype, trace=want_trace)
+        got = fast.vision_forward(pixels, grid, weights, config, dtype=dtype, trace=got_trace)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(fast.vision_forward(pixels, grid, weights, config, dtype=dtype), want)
+        assert list(got_trace) == list(want_trace)
+        for stage, value in want_trace.items():
+            assert got_trace[stage].dtype == value.dtype, stage
+            np.testing.assert_array_equal(got_trace[stage], value, err_msg=stage)
+
+
+@pytest.mark.parametrize("forward", [vision_forward, fast.vision_forward], ids=["plain", "fast"])
+def test_float32_tower_stays_float32(forward):
     config = reference.VisionConfig(depth=2, hidden_size=32, num_heads=2, intermediate_size=40, out_hidden_size=24,
                                     fullatt_block_indexes=(1,))
     weights = reference.random_weights(config, seed=3)
     grid = np.array([[1, 8, 12]])
     pixels = np.random.default_rng(3).standard_normal((96, config.patch_dim)).astype(np.float32)
     trace = {}
-    out = vision_forward(pixels, grid, weights, config, dtype=np.float32, trace=trace)
+    out = forward(pixels, grid, weights, config, dtype=np.float32, trace=trace)
     assert out.dtype == np.float32
     assert {str(v.dtype) for v in trace.values() if v.dtype.kind == "f"} == {"float32"}
 
