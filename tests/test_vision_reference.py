@@ -31,7 +31,8 @@ from goldenlib.tolerances import (REFERENCE_3B_VS_HF_BOUNDS, REFERENCE_FLOAT32_V
                                   rel_error as rel_err)
 from reference import (PRESETS, SUPPORTED_ACTS, VisionConfig, full_cu_seqlens, load_weights, random_weights,
                        segment_attention, vision_forward, vision_weight_shapes, window_index)
-from reference.vision import ACTIVATIONS, erf, vision_position_ids
+from reference.activations import ACTIVATIONS, erf
+from reference.vision import vision_position_ids
 
 from checkpoint_folder import write_checkpoint as write_hf_folder
 
@@ -246,6 +247,15 @@ def test_activations_match_act2fn(act):
     got32 = ACTIVATIONS[act](x.astype(np.float32))
     assert got32.dtype == np.float32
     assert np.abs(got32 - want).max() <= 1e-6 * np.abs(want).max()
+
+
+def test_one_activation_table():
+    """VisionConfig accepts exactly the activations the reference computes, all of them HF's names."""
+    assert SUPPORTED_ACTS == tuple(ACTIVATIONS)
+    assert all(name in ACT2FN for name in ACTIVATIONS)
+    with pytest.raises(ValueError, match="hidden_act='relu2'"):
+        VisionConfig(depth=1, hidden_size=32, num_heads=2, intermediate_size=8, out_hidden_size=8,
+                     fullatt_block_indexes=(0,), hidden_act="relu2")
 
 
 def test_erf_matches_math_erf():
@@ -496,7 +506,9 @@ def test_load_weights_file_errors(tmp_path):
 
 
 def test_reference_imports_no_frameworks():
-    code = ("import sys, reference, reference.vision, reference.checkpoint, reference.weights; "
+    code = ("import sys, reference, reference.vision, reference.checkpoint, reference.weights, reference.fast, "
+            "reference.activations, reference.validate, reference.bicubic, reference.color, reference.smart_resize, "
+            "reference.vision_config; "
             "bad = [m for m in ('torch', 'PIL', 'transformers', 'safetensors') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
