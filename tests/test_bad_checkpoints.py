@@ -119,6 +119,11 @@ def _bad_config_field(folder, weights):
     write_checkpoint(folder, weights, vision_config={**VISION_CONFIG_JSON, "fullatt_block_indexes": [5]})
 
 
+def _missing_size(folder, weights):
+    # HF would build this tower with its default hidden_size 3584; both loaders refuse instead
+    write_checkpoint(folder, weights, vision_config={k: v for k, v in VISION_CONFIG_JSON.items() if k != "hidden_size"})
+
+
 FAULTS = {
     "header length": (_corrupt_header_length, r"model\.safetensors"),
     "header json": (_corrupt_header_json, r"model\.safetensors"),
@@ -135,6 +140,7 @@ FAULTS = {
     "config not json": (_config_not_json, r"config\.json.*JSON"),
     "config without vision": (_config_without_vision, r"vision_config"),
     "fullatt index out of range": (_bad_config_field, r"fullatt_block_indexes"),
+    "missing hidden_size": (_missing_size, r"lacks \['hidden_size'\].*3584"),
 }
 
 
