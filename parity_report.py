@@ -8,7 +8,7 @@ case and say, stage by stage, where it differs and whether interpolation or prec
 
 Per stage: shape, max abs, mean abs, max relative error (max|a-b| / max|golden|) of the whole
 run (accumulated) and of the stage fed its golden input (local), the tolerance
-(``parity.stages.TOLERANCES``) and a verdict; the first stage out of tolerance is in bold.
+(``goldenlib.tolerances.PARITY_TOLERANCES``) and a verdict; the first stage out of tolerance is in bold.
 Variants, each a switch, alone or together:
 
   --interpolation exact,torchvision,float,bilinear   other resizes of the case's input image;
