@@ -1,0 +1,12 @@
+"""The goldens: what they hold, how they are built and checked against HF, and every error bound.
+
+* :mod:`goldenlib.cases` - the ONE case registry (``CASES``: image, tower-only and scenario cases)
+  and the towers run on them (``TOWERS``); adding a case is one entry there.
+* :mod:`goldenlib.tolerances` - the error metric (``rel_error``) and every bound of the project.
+* :mod:`goldenlib.build` - one case built in memory and cross-checked against HF (the generator's
+  and the parity scenarios' code).
+* :mod:`goldenlib.image_goldens`, :mod:`goldenlib.tower_goldens` - the reference's stages of each kind.
+* :mod:`goldenlib.hf_image`, :mod:`goldenlib.hf_vision` - the same stages as HF / Pillow compute them.
+* :mod:`goldenlib.store` - the files: safetensors per case, sha256 manifest, atomic replacement.
+* :mod:`goldenlib.blas` - the OpenBLAS kernel the float64 goldens were computed with.
+"""
