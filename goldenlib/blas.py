@@ -5,7 +5,8 @@ family at start-up (or takes OPENBLAS_CORETYPE, which this workplace sets on som
 Kernels block and fuse their sums differently, so float64 products differ in the last bits
 between kernels: about 1e-15 relative between SkylakeX and Haswell on the tiny towers. The
 goldens record the kernel they were written with; bit-for-bit comparisons of float64 tower
-stages hold under that kernel, and under another one within ``DRIFT_BOUNDS["float64"]``.
+stages hold under that kernel, and under another one within
+``goldenlib.tolerances.DRIFT_BOUNDS["float64"]``.
 """
 
 import ctypes
