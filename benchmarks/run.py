@@ -5,21 +5,23 @@ One command prints one markdown report, everything measured in the same run::
     uv run benchmarks/run.py            # full run (about half an hour on a 2-core machine)
     uv run benchmarks/run.py --quick    # smoke run: tiny images and a tiny tower (about 30 s)
     uv run benchmarks/run.py --only tower --sides 32 --reps 2   # a part of it
+    uv run benchmarks/run.py --only tower --sides 32 --variants "HF float32 (sdpa),reference float32"
 
 * Header: date, machine (CPU model, cores, load average before and after), library versions,
   BLAS libraries and thread counts.
 * GEMM peaks: NumPy (OpenBLAS) float32/float64 and torch float32/bfloat16 matmul, GFLOP/s of the
   fastest run over the tower's Linear shapes with 4096 rows (qkv, MLP gate/up, MLP down).
 * Preprocessing of 640x480, 2000x1500 and 4032x3024 images (a photo from data/photos resized
-  with Pillow plus mild noise; max_pixels 12845056): ``reference.preprocess`` (uint8 array in),
-  ``torch_port.Qwen2_5_VLImageTransform``, HF's ``Qwen2VLImageProcessorPil`` and, when
+  with Pillow plus mild noise; max_pixels 12845056): ``reference.preprocess`` (the plain form) and
+  ``reference.fast.preprocess`` (uint8 array in), ``torch_port.Qwen2_5_VLImageTransform``, HF's ``Qwen2VLImageProcessorPil`` and, when
   torchvision imports, HF's ``Qwen2VLImageProcessor`` (PIL image in). The implementations take
   turns for ``--reps`` rounds; in each round one warm-up call, then 5 timed calls back to back
   (a preprocessing loop's steady state). Median ms, ratio to HF's PIL processor, and whether
   ``pixel_values`` are bit-equal to it.
 * The full-size vision tower (3B preset, ``random_weights(seed=0)``) on a 448x448 image (1024
-  patches) and a 1008x1008 image (5184 patches): reference float64 and float32, port float32 and
-  bfloat16, HF float32 (sdpa). Each variant runs in its own subprocess, one warm-up then
+  patches) and a 1008x1008 image (5184 patches): reference float64 and float32, each in its plain
+  form (``reference.vision_forward``) and its fast form (``reference.fast.vision_forward``), port
+  float32 and bfloat16, HF float32 (sdpa). Each variant runs in its own subprocess, one warm-up then
   ``--reps`` timed runs per size (median reported). Model GFLOP/s use an analytic FLOP count
   (patch embed, qkv, attention scores and values per segment, proj, MLP, merger: 2 FLOPs per
   multiply-add; norms, rotary, softmax and activations not counted); the percentage is of the
@@ -73,8 +75,10 @@ VARIANTS = {
     "HF float32 (sdpa)": "torch float32",
     "port float32": "torch float32",
     "port bfloat16": "torch bfloat16",
-    "reference float32": "numpy float32",
+    "reference float32": "numpy float32",  # reference.vision_forward: the plain form
+    "reference float32 (fast)": "numpy float32",  # reference.fast.vision_forward
     "reference float64": "numpy float64",
+    "reference float64 (fast)": "numpy float64",
 }
 GEMM_SHAPES = [(4096, 1280, 3840), (4096, 1280, 3420), (4096, 3420, 1280)]  # qkv, MLP gate/up, MLP down
 QUICK_GEMM_SHAPES = [(256, 128, 256)]
@@ -235,6 +239,7 @@ def preprocess_section(sizes, rounds: int, per_round: int, settle: float) -> lis
     port = Qwen2_5_VLImageTransform(max_pixels=MAX_PIXELS)
     impls = {
         "reference.preprocess": lambda a, im: reference.preprocess(a, max_pixels=MAX_PIXELS)["pixel_values"],
+        "reference.fast.preprocess": lambda a, im: reference.fast.preprocess(a, max_pixels=MAX_PIXELS)["pixel_values"],
         "port Qwen2_5_VLImageTransform": lambda a, im: port({"image": im})["pixel_values"].numpy(),
         "HF Qwen2VLImageProcessorPil": lambda a, im: hf_pil(images=[im], return_tensors="np")["pixel_values"],
     }
@@ -322,9 +327,12 @@ def worker(variant: str, tmp: Path, sides: list[int], reps: int, config: VisionC
     """Run one tower variant on every size; print one ``RESULT {json}`` line per size."""
     weights = _load_weights(tmp)
     if variant.startswith("reference"):
+        from reference import fast
         from reference.vision import vision_forward
 
-        dtype = np.float64 if variant.endswith("float64") else np.float32
+        if variant.endswith("(fast)"):
+            vision_forward = fast.vision_forward  # noqa: F811
+        dtype = np.float64 if "float64" in variant else np.float32
 
         def run(pv, grid):
             return vision_forward(pv, grid, weights, config, dtype=dtype)
@@ -390,7 +398,8 @@ def worker(variant: str, tmp: Path, sides: list[int], reps: int, config: VisionC
 # ----------------------------------------------------------------------------- tower section
 
 
-def tower_section(config: VisionConfig, sides: list[int], reps: int, tmp: Path, quick: bool) -> list[dict]:
+def tower_section(config: VisionConfig, sides: list[int], reps: int, tmp: Path, quick: bool,
+                  variants=tuple(VARIANTS)) -> list[dict]:
     import reference
     from reference import random_weights
 
@@ -425,11 +434,11 @@ def tower_section(config: VisionConfig, sides: list[int], reps: int, tmp: Path, 
     results = []
     if quick:  # timings mean nothing here: all variants at once, to keep the smoke run short
         t0 = time.perf_counter()
-        procs = {variant: start(variant) for variant in VARIANTS}
+        procs = {variant: start(variant) for variant in variants}
         for variant, proc in procs.items():
             results += finish(variant, proc, t0)
     else:  # one variant at a time: each has the machine (and its memory) to itself
-        for variant in VARIANTS:
+        for variant in variants:
             t0 = time.perf_counter()
             results += finish(variant, start(variant), t0)
 
@@ -438,7 +447,11 @@ def tower_section(config: VisionConfig, sides: list[int], reps: int, tmp: Path, 
         grid = np.array([[1, side, side]])
         r["flops"] = tower_flops(config, grid)
         r["median_s"] = statistics.median(r["times"])
-        ref = np.load(tmp / f"out_reference_float64_{side}.npy")
+        baseline = tmp / f"out_reference_float64_{side}.npy"  # absent when --variants leaves it out
+        if not baseline.exists():
+            r["rel_diff"] = float("nan")
+            continue
+        ref = np.load(baseline)
         got = np.load(tmp / f"out_{r['variant'].replace(' ', '_')}_{side}.npy").astype(np.float64)
         r["rel_diff"] = float(np.abs(got - ref).max() / np.abs(ref).max())
     return results
@@ -518,14 +531,15 @@ def targets(pre_rows, by_side) -> str:
     def check(ok, text):
         lines.append(f"- [{'x' if ok else ' '}] {text}")
 
-    for impl, bound in (("reference.preprocess", 1.0), ("port Qwen2_5_VLImageTransform", 0.5)):
+    for impl, bound in (("reference.fast.preprocess", 1.0), ("port Qwen2_5_VLImageTransform", 0.5)):
         rs = [r for r in pre_rows if r["impl"] == impl]
         if rs:
             worst = max(r["ratio"] for r in rs)
             exact = all(r["exact"] == "bit-exact" for r in rs)
             check(worst <= bound and exact, f"{impl} <= {bound}x HF PIL processor and bit-exact "
                                             f"(worst {worst:.2f}x{'' if exact else ', NOT exact'})")
-    for variant, bound in (("reference float32", 0.8), ("reference float64", 2.5), ("port float32", 1.0)):
+    for variant, bound in (("reference float32", 1.0), ("reference float64", 2.5), ("reference float32 (fast)", 0.8),
+                           ("reference float64 (fast)", 2.5), ("port float32", 1.0)):
         ratios = [rows[variant]["median_s"] / rows["HF float32 (sdpa)"]["median_s"]
                   for rows in by_side.values() if variant in rows and "HF float32 (sdpa)" in rows]
         if ratios:
@@ -534,7 +548,8 @@ def targets(pre_rows, by_side) -> str:
         rows = by_side[max(by_side)]
         if "reference float32" in rows and "HF float32 (sdpa)" in rows:
             hf = rows["HF float32 (sdpa)"]["peak_rss_kb"]
-            for variant in ("reference float32", "reference float64"):
+            for variant in ("reference float32", "reference float64", "reference float32 (fast)",
+                            "reference float64 (fast)"):
                 if variant in rows:
                     ratio = rows[variant]["peak_rss_kb"] / hf
                     check(ratio <= 1.5, f"peak RSS of {variant} at {max(by_side) ** 2} patches <= 1.5x HF's "
@@ -550,6 +565,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the report to this file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--variants", default=None,
+                        help="tower variants to run, comma-separated (default: all of " + ", ".join(VARIANTS) + ")")
     parser.add_argument("--sides", default=None,
                         help="tower sizes as patch-grid sides, comma-separated (default 32,72: 448x448 and 1008x1008)")
     args = parser.parse_args(argv)
@@ -585,7 +602,11 @@ def main(argv=None) -> None:
         with tempfile.TemporaryDirectory(prefix="qwen_vision_bench_") as tmp:
             sides = [int(s) for s in args.sides.split(",")] if args.sides else (
                 QUICK_TOWER_SIDES if args.quick else TOWER_SIDES)
-            tower_rows = tower_section(config, sides, args.reps, Path(tmp), args.quick)
+            variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else tuple(VARIANTS)
+            unknown = [v for v in variants if v not in VARIANTS]
+            if unknown:
+                parser.error(f"unknown tower variants {unknown}; known: {list(VARIANTS)}")
+            tower_rows = tower_section(config, sides, args.reps, Path(tmp), args.quick, variants)
     text = report(args, header, peaks, pre_rows, tower_rows, config, os.getloadavg()[0])
     print(text)
     if args.out:
