@@ -100,13 +100,14 @@ class _ScaledBlock:
         import torch
 
         layer = self.inner.encoder.layers[self.block_index]
-        original = layer.mlp_residual  # what the encoder calls for a block's second half
-        layer.mlp_residual = lambda h: original(h) * self.scale
+        # a forward hook's return value replaces the block's output (registered before the
+        # parity layer's own recording hooks, so they see the nudged output)
+        handle = layer.register_forward_hook(lambda module, args, output: output * self.scale)
         try:
             with torch.no_grad():
                 return self.inner.forward(pixel_values, grid_thw)
         finally:
-            del layer.mlp_residual
+            handle.remove()
 
     def patch_embed(self, pixel_values):
         return self.inner.patch_embed(pixel_values)
