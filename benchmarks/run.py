@@ -13,9 +13,9 @@ One command prints one markdown report, everything measured in the same run::
   fastest run over the tower's Linear shapes with 4096 rows (qkv, MLP gate/up, MLP down).
 * Preprocessing of 640x480, 2000x1500 and 4032x3024 images (a photo from data/photos resized
   with Pillow plus mild noise; max_pixels 12845056): ``reference.preprocess`` (the plain form) and
-  ``reference.fast.preprocess`` (uint8 array in), ``torch_port.Qwen2_5_VLImageTransform``, HF's ``Qwen2VLImageProcessorPil`` and, when
-  torchvision imports, HF's ``Qwen2VLImageProcessor`` (PIL image in). The implementations take
-  turns for ``--reps`` rounds; in each round one warm-up call, then 5 timed calls back to back
+  ``reference.fast.preprocess`` (uint8 array in), ``torch_port.Qwen2_5_VLImageTransform``, HF's
+  ``Qwen2VLImageProcessorPil`` and, when torchvision imports, HF's ``Qwen2VLImageProcessor`` (PIL
+  image in). The implementations take turns for ``--reps`` rounds; in each round one warm-up call, then 5 timed calls back to back
   (a preprocessing loop's steady state). Median ms, ratio to HF's PIL processor, and whether
   ``pixel_values`` are bit-equal to it.
 * The full-size vision tower (3B preset, ``random_weights(seed=0)``) on a 448x448 image (1024

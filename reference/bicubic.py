@@ -37,7 +37,7 @@ _SUPPORT = 2.0  # bicubic kernel support
 _A = -0.5  # bicubic "a"
 
 
-def bicubic_kernel(x):
+def bicubic_kernel(x):  # [...] -> [...]
     """Cubic convolution kernel (a = -0.5), evaluated with Pillow's exact operation order."""
     x = np.abs(x)
     near = ((_A + 2.0) * x - (_A + 3.0)) * x * x + 1  # |x| < 1
@@ -46,7 +46,7 @@ def bicubic_kernel(x):
 
 
 @lru_cache(maxsize=256)
-def resample_coefficients(in_size, out_size):
+def resample_coefficients(in_size, out_size):  # -> [out] int64, [out, ksize] int64
     """Integer taps for one axis: ``(xmin [out], weights [out, ksize] int64)``.
 
     Output ``i`` = clip8((HALF + sum_k src[xmin[i] + k] * weights[i, k]) >> 22); taps past
@@ -121,7 +121,7 @@ def vertical_first(in_h, in_w, out_h, out_w, pillow_version=None):
     return False
 
 
-def premultiply_alpha(image):
+def premultiply_alpha(image):  # uint8 [..., C] -> uint8 [..., C] (alpha last)
     """RGBA -> RGBa as Pillow converts it: ``c * a / 255`` rounded (MULDIV255)."""
     color, alpha = image[..., :-1].astype(np.uint32), image[..., -1:].astype(np.uint32)
     tmp = color * alpha + 128
@@ -129,7 +129,7 @@ def premultiply_alpha(image):
     return np.concatenate([color.astype(np.uint8), image[..., -1:]], axis=-1)
 
 
-def unpremultiply_alpha(image):
+def unpremultiply_alpha(image):  # uint8 [..., C] -> uint8 [..., C] (alpha last)
     """RGBa -> RGBA as Pillow converts it: ``255 * c // a`` clamped; a = 0 or 255 kept as is."""
     color, alpha = image[..., :-1].astype(np.int64), image[..., -1:].astype(np.int64)
     divided = np.clip((255 * color) // np.maximum(alpha, 1), 0, 255)
@@ -137,7 +137,7 @@ def unpremultiply_alpha(image):
     return np.concatenate([color.astype(np.uint8), image[..., -1:]], axis=-1)
 
 
-def resize_bicubic(image, height, width, *, pillow_version=None):
+def resize_bicubic(image, height, width, *, pillow_version=None):  # uint8 [H, W(, C)] -> [height, width(, C)]
     """``np.asarray(PIL.Image.fromarray(image).resize((width, height), Image.BICUBIC))``, in NumPy.
 
     image: uint8 [H, W] (mode L), [H, W, 3] (RGB), [H, W, 4] (RGBA) or [H, W, 2] (LA);

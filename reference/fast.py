@@ -4,11 +4,11 @@ Each function here stands for the plain function of the same name in `reference.
 `reference.bicubic` or `reference.preprocess`, and tests/test_fast_paths.py keeps the two
 bit-equal. Read the plain ones to learn the model; benchmarks/run.py times both. The tricks:
 
-* tower: the softmax and the SiLU run in place in arrays that are theirs, biases are added in
-  place, the rotary is applied to q and k together a chunk of rows at a time (its temporaries
-  stay in the CPU cache), and equal-length back-to-back segments are attended together through
-  views (every head of every segment is still its own matrix product of the same size as in
-  the plain form, and the query rows are stepped through exactly as there);
+* tower: the softmax and the SiLU run in place in arrays that are theirs, the rotary is applied
+  to q and k together a chunk of rows at a time (its temporaries stay in the CPU cache), and
+  equal-length back-to-back segments are attended together through views (every head of every
+  segment is still its own matrix product of the same size as in the plain form, and the query
+  rows are stepped through exactly as there);
 * resize: each pass as banded float64 matrix products (exact: every product and partial sum is
   an integer below 2^53), output rows a strip at a time so both passes stay in cache;
 * preprocess: rescale and normalize depend only on a value's channel and uint8 level, so the
@@ -29,7 +29,7 @@ from .preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize_table
 from .smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
 from .validate import check_images, check_resize, check_tower_inputs
 from .vision import (MAX_SCORES, Stages, apply_rotary, cast, full_cu_seqlens, nest_weights, patch_embed,
-                     patch_merger, patch_rows, query_rows, rms_norm, rotary_cos_sin, unpermute, window_index)
+                     linear, patch_merger, patch_rows, query_rows, rms_norm, rotary_cos_sin, unpermute, window_index)
 
 # ================================================================ the tower (reference.vision)
 
@@ -54,13 +54,6 @@ def silu(x):  # [S, ...] -> the same array, holding activations.silu(x)
         e += 1
         rows /= e
     return x
-
-
-def linear(x, weight, bias=None):  # [n, in] -> [n, out]
-    y = x @ weight.T
-    if bias is not None:
-        y += bias  # in y's memory (y is new): no second [n, out] array
-    return y
 
 
 def attention(q, k, v):  # [..., Lq, d], [..., L, d], [..., L, d] -> [..., Lq, d]
@@ -337,5 +330,5 @@ def preprocess(images, *, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_si
             "image_grid_thw": np.array(grids, dtype=np.int64)}
 
 
-__all__ = ["softmax", "silu", "linear", "attention", "segment_attention", "vision_attention", "vision_mlp",
+__all__ = ["softmax", "silu", "attention", "segment_attention", "vision_attention", "vision_mlp",
            "vision_block", "vision_forward", "resample_axis", "resize_bicubic", "patchify_levels", "preprocess"]

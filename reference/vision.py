@@ -33,7 +33,9 @@ from .weights import describe_problems, vision_weight_shapes, weight_problems
 
 def linear(x, weight, bias=None):  # [n, in] -> [n, out]
     y = x @ weight.T  # weights are stored [out, in], as in torch
-    return y if bias is None else y + bias
+    if bias is not None:
+        y += bias  # y + bias, in y's memory (y is new): no second [n, out] array
+    return y
 
 
 def rms_norm(x, weight, eps=1e-6):  # [S, hidden] -> [S, hidden]
@@ -45,7 +47,8 @@ def rms_norm(x, weight, eps=1e-6):  # [S, hidden] -> [S, hidden]
 
 def softmax(x):  # [..., n] -> [..., n]
     e = np.exp(x - x.max(axis=-1, keepdims=True))  # shift by the row max: no overflow
-    return e / e.sum(axis=-1, keepdims=True)
+    e /= e.sum(axis=-1, keepdims=True)  # e / sum, in e's memory (e is new)
+    return e
 
 
 # ---------------------------------------------------------------- positions and windows

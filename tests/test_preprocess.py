@@ -28,7 +28,9 @@ def test_golden_cases_match_hf(case):
     images = case.images()
     params = case_params(case)
     ours = reference.preprocess(images if len(images) > 1 else images[0], **params)
-    assert_same(ours, hf_preprocess(images, params["min_pixels"], params["max_pixels"]))
+    hf = hf_preprocess(images, params["min_pixels"], params["max_pixels"])
+    assert_same(ours, hf)
+    assert_same(reference.fast.preprocess(images if len(images) > 1 else images[0], **params), hf)
 
 
 def _random_images(seed, count):
