@@ -145,14 +145,16 @@ def unpermute(x, rows):  # [S, ...] in `rows` order -> [S, ...] in original orde
 
 # ---------------------------------------------------------------- attention
 
-MAX_SCORES = 1 << 24  # attention scores held at once (64 MiB in float32)
+MAX_SCORES = 1 << 22  # attention scores held at once (16 MiB in float32, 32 MiB in float64)
 
 
 def query_rows(heads, length, max_scores=MAX_SCORES):
-    """Query rows per step in a segment: all of them, unless the [heads, L, L] scores would
-    pass max_scores (a whole frame in a full-attention block: [16, 5184, 5184] at 1008x1008).
-    The rows of a softmax are independent, so the steps change no value; the step size is
-    part of the recipe all the same, since BLAS may round a product differently for fewer rows."""
+    """Query rows per step in a segment: all of them, unless the [heads, L, L] scores would pass
+    max_scores (a whole frame in a full-attention block: [16, 5184, 5184] at 1008x1008 would be
+    3.4 GB in float64; in steps of 50 rows each head holds fewer scores than its [S, head_dim] q).
+    The rows of a softmax are independent, so the steps change no value in principle; the step
+    size is part of the recipe all the same, since BLAS may round a product of fewer rows
+    differently. Small arrays also stay in memory the allocator reuses (no fresh pages)."""
     return max(1, min(length, max_scores // (heads * max(length, 1))))
 
 
