@@ -4,11 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from goldenlib.tolerances import BENCHMARK_OUTPUT_BOUNDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # subprocess
 def test_quick_benchmark_runs_and_reports_everything(tmp_path):
     out = tmp_path / "bench.md"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out)],

@@ -8,13 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import pil_resize
 from reference import fast, resize_bicubic
 
 PROPERTY_EXAMPLES = 400
 
-
-def pil_resize(image, height, width):
-    return np.asarray(PIL.Image.fromarray(image).resize((width, height), PIL.Image.Resampling.BICUBIC))
 
 
 @st.composite

@@ -18,6 +18,7 @@ import torch
 import reference
 import reference.bicubic as bicubic
 import reference.vision as vision
+from helpers import pil_resize
 from reference import fast
 from reference.activations import silu
 from reference.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize, normalize_table, patchify, rescale
@@ -25,9 +26,6 @@ from reference.vision import (apply_rotary, full_cu_seqlens, segment_attention, 
                               vision_forward, vision_mlp, window_index)
 from torch_port import Qwen2_5_VLImageTransform
 
-
-def pil_resize(image, height, width):
-    return np.asarray(PIL.Image.fromarray(image).resize((width, height), PIL.Image.Resampling.BICUBIC))
 
 
 # ---------------------------------------------------------------- bicubic

@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ def golden_copy(tmp_path):
     return folder
 
 
+@pytest.mark.slow  # subprocess
 def test_writer_killed_midway_leaves_old_goldens(golden_copy):
     before = _snapshot(golden_copy)
     # A writer that builds a new golden folder slowly, killed with SIGKILL while writing.
@@ -56,6 +56,7 @@ target.commit()
     assert _snapshot(golden_copy) == before
 
 
+@pytest.mark.slow  # subprocess
 def test_generate_golden_killed_midway(golden_copy):
     before = _snapshot(golden_copy)
     proc = subprocess.Popen([sys.executable, str(ROOT / "generate_golden.py"), "--no-full",
@@ -121,6 +122,7 @@ def _check(folder, *cases):
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # subprocess
 def test_check_passes_on_landed_goldens_and_names_a_tampered_stage(golden_copy):
     clean = _check(golden_copy, "noise")
     assert clean.returncode == 0, clean.stdout + clean.stderr
@@ -132,6 +134,7 @@ def test_check_passes_on_landed_goldens_and_names_a_tampered_stage(golden_copy):
     assert "first drift: case noise, stage tiny_a.blocks.2.output" in result.stdout
 
 
+@pytest.mark.slow  # subprocess
 def test_check_names_a_changed_image_stage(golden_copy):
     _tamper(golden_copy, "gray", "normalized", np.float32(1e-6))
     result = _check(golden_copy, "gray")

@@ -11,7 +11,6 @@
   still the markdown without it).
 """
 
-import functools
 import os
 import subprocess
 import sys
@@ -23,7 +22,8 @@ import pytest
 from goldenlib import store
 from goldenlib.blas import openblas_kernel
 from goldenlib.tolerances import DRIFT_BOUNDS, SEED_FLOAT_RESIZE_MAX_BAND, SEED_FLOAT_RESIZE_MEAN_BAND
-from parity.cases import SCENARIOS, load_case, scenario_case
+from helpers import case_of
+from parity.cases import SCENARIOS, scenario_case
 from parity.implementations import PortImplementation
 from parity.report import Session, attribution_lines, build_runs, image_rows, report_markdown
 from parity.stages import first_failure
@@ -32,10 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGE_CASE_SAMPLE = ["photo_astronaut", "photo_chelsea", "checkerboard", "gray", "rgba", "two_images",
                      "tall_vertical_first", "above_max_pixels", "exact_multiple"]
 
-
-@functools.cache
-def case_of(name):
-    return load_case(name)
 
 
 @pytest.mark.parametrize("name", IMAGE_CASE_SAMPLE)
@@ -154,6 +150,7 @@ def _run_report(tmp_path, *args, block_matplotlib=False):
     return result, out, plot
 
 
+@pytest.mark.slow  # subprocess
 def test_command_writes_markdown_and_plot(tmp_path):
     result, out, plot = _run_report(tmp_path)
     assert result.returncode == 0, result.stderr
@@ -172,6 +169,7 @@ def test_command_writes_markdown_and_plot(tmp_path):
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # subprocess
 def test_command_without_matplotlib_still_writes_markdown(tmp_path):
     result, out, plot = _run_report(tmp_path, block_matplotlib=True)
     assert result.returncode == 0, result.stderr
@@ -180,6 +178,7 @@ def test_command_without_matplotlib_still_writes_markdown(tmp_path):
     assert not plot.exists()
 
 
+@pytest.mark.slow  # subprocess
 def test_command_rejects_bad_arguments(tmp_path):
     for bad in (["--interpolation", "nearest"], ["--precision", "int8"], ["--case", "nope"]):
         result, _, _ = _run_report(tmp_path, *bad)

@@ -19,7 +19,8 @@ import pytest
 
 from goldenlib.cases import CASES, FULL_BLOCKS, TINY, TOWERS
 from goldenlib.tolerances import PARITY_TOLERANCES
-from parity.cases import FULL_CASE, load_case
+from helpers import case_of
+from parity.cases import FULL_CASE
 from parity.implementations import PortImplementation, cuda_available
 from parity.printing import markdown_table, text_summary
 from parity.stages import compare_tower, first_failure
@@ -27,10 +28,6 @@ from parity.stages import compare_tower, first_failure
 TOWER_CASES = [case.name for case in CASES if case.stored and case.towers == TINY]  # image cases + two_frames
 PARAMS = [(case, config) for case in TOWER_CASES for config in TINY]
 
-
-@functools.cache
-def case_of(name):
-    return load_case(name)
 
 
 @functools.cache

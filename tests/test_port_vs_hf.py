@@ -38,6 +38,7 @@ from torch_port._config import HF_OPTIONAL_DEFAULTS, HF_REQUIRED_DEFAULTS
 from goldenlib.tolerances import PORT_FLOAT32_VS_HF_BOUND, PORT_LOW_PRECISION_VS_HF_BOUNDS
 from goldenlib.tolerances import rel_error as rel_err
 
+from helpers import GRIDS, TINY_CONFIGS, hf_sizes
 from checkpoint_folder import PREPROCESSOR_JSON, VISION_CONFIG_JSON, write_checkpoint
 
 FP32_TOL = PORT_FLOAT32_VS_HF_BOUND  # measured values: in goldenlib/tolerances.py
@@ -45,55 +46,7 @@ FP32_TOL = PORT_FLOAT32_VS_HF_BOUND  # measured values: in goldenlib/tolerances.
 LOW_TOL = {getattr(torch, name): bound for name, bound in PORT_LOW_PRECISION_VS_HF_BOUNDS.items()}
 
 # tiny configs: every one has at least one full-attention and one window block
-CONFIGS = {
-    "hd8-w56-full@0": dict(
-        depth=2,
-        hidden_size=16,
-        num_heads=2,
-        intermediate_size=24,
-        out_hidden_size=20,
-        window_size=56,
-        fullatt_block_indexes=[0],
-    ),
-    "hd16-w112-full@2": dict(
-        depth=3,
-        hidden_size=32,
-        num_heads=2,
-        intermediate_size=40,
-        out_hidden_size=24,
-        window_size=112,
-        fullatt_block_indexes=[2],
-    ),
-    "hd24-w168-full@0,3": dict(
-        depth=4,
-        hidden_size=72,
-        num_heads=3,
-        intermediate_size=56,
-        out_hidden_size=32,
-        window_size=168,
-        fullatt_block_indexes=[0, 3],
-    ),
-    # another patch geometry (patch 7, one frame per patch, 4 merge units per window side)
-    "hd16-p7-t1-full@1": dict(
-        depth=2,
-        hidden_size=48,
-        num_heads=3,
-        intermediate_size=40,
-        out_hidden_size=16,
-        window_size=56,
-        fullatt_block_indexes=[1],
-        patch_size=7,
-        temporal_patch_size=1,
-    ),
-}
-GRIDS = {
-    "12x20": [[1, 12, 20]],
-    "18x10": [[1, 18, 10]],
-    "10x10": [[1, 10, 10]],  # 5x5 merged: not a multiple of any window
-    "16x16": [[1, 16, 16]],
-    "2 images": [[1, 8, 12], [1, 10, 6]],
-    "t=2": [[2, 12, 8]],
-}
+CONFIGS = {name: hf_sizes(name) for name in TINY_CONFIGS}  # HF keyword arguments per tiny config
 
 
 def make_config(name: str) -> Qwen2_5_VLVisionConfig:
@@ -221,7 +174,7 @@ def test_fp32_matches_hf(ports, name, grid):
 
 def test_fp32_parity_is_discriminating(ports):
     """Attention segments and rotary matter far above the tolerance for these weights."""
-    name = "hd16-w112-full@2"
+    name = "hd16_win112_full_last"
     hf, port = hf_model(name), ports[name]
     px, g = inputs(name, GRIDS["12x20"])
     with torch.no_grad():
@@ -306,7 +259,7 @@ def test_low_precision_close_to_fp32(dtype):
         hf_low = Qwen2_5_VisionTransformerPretrainedModel(make_config(name)).eval()
         hf_low.load_state_dict(hf.state_dict())
         hf_low.to(dtype)
-        for grid in ("12x20", "10x10", "2 images", "t=2"):
+        for grid in ("12x20", "10x10", "two_images", "video_t2_12x8"):
             px, g = inputs(name, GRIDS[grid])
             with torch.no_grad():
                 ref = hf(px, g).pooler_output
@@ -347,7 +300,7 @@ def test_round_trip_exact(name, dtype):
 
 
 def test_conversion_prefixes_and_foreign_keys():
-    sd = hf_model("hd16-w112-full@2").state_dict()
+    sd = hf_model("hd16_win112_full_last").state_dict()
     plain = qwen2_5_vision_hf_to_tune(sd)
     for prefix in ("visual.", "model.visual."):
         full = {prefix + k: v for k, v in sd.items()}
@@ -366,7 +319,7 @@ def test_conversion_prefixes_and_foreign_keys():
 
 
 def test_load_hf_vision_reports_every_problem():
-    name = "hd16-w112-full@2"
+    name = "hd16_win112_full_last"
     config = make_config(name).to_dict()
     sd = {"visual." + k: v for k, v in hf_model(name).state_dict().items()}
     del sd["visual.blocks.1.norm2.weight"]
@@ -388,7 +341,7 @@ def test_load_hf_vision_reports_every_problem():
 
 
 def test_config_handling(ports):
-    name = "hd16-w112-full@2"
+    name = "hd16_win112_full_last"
     config = make_config(name).to_dict()
     config["fullatt_block_indexes"] = ["2"]  # strings after a lossy round trip
     config["unused_field"] = 1
@@ -466,7 +419,7 @@ def test_builder_takes_torchtune_and_hf_names(name):
 
 def test_rope_base_reaches_the_rotary():
     """``rope_base`` (HF: rope_parameters["rope_theta"]) is the rotary's base, in the builder and the loader."""
-    name = "hd16-w112-full@2"
+    name = "hd16_win112_full_last"
     config = make_config(name).to_dict()
     with torch.device("meta"):
         assert qwen2_5_vl_3b_vision_encoder().rope.base == 10_000.0 == config["rope_parameters"]["rope_theta"]
@@ -486,7 +439,7 @@ def test_missing_sizes_are_refused_by_their_hf_names():
     reference, refuses and names every missing field (HF's aliases count as present)."""
     from reference import VisionConfig
 
-    name = "hd16-w112-full@2"
+    name = "hd16_win112_full_last"
     full = {k: v for k, v in make_config(name).to_dict().items() if v is not None}
     for missing in (["hidden_size"], ["depth", "out_hidden_size"], list(HF_REQUIRED_DEFAULTS)):
         config = {k: v for k, v in full.items() if k not in missing}
@@ -555,7 +508,7 @@ def test_old_class_names_are_deprecated_aliases():
 def test_load_hf_checkpoint(tmp_path):
     config = Qwen2_5_VLVisionConfig(**{k: v for k, v in VISION_CONFIG_JSON.items() if k != "in_chans"})
     config._attn_implementation = "sdpa"
-    sd_bf16 = {k: v.to(torch.bfloat16) for k, v in hf_model("hd16-w112-full@2").state_dict().items()}
+    sd_bf16 = {k: v.to(torch.bfloat16) for k, v in hf_model("hd16_win112_full_last").state_dict().items()}
     write_checkpoint(tmp_path / "ckpt", sd_bf16)
 
     hf = Qwen2_5_VisionTransformerPretrainedModel(config).eval()
@@ -563,8 +516,8 @@ def test_load_hf_checkpoint(tmp_path):
     encoder, transform = load_hf_checkpoint(tmp_path / "ckpt", dtype=torch.float32)
     assert all(p.dtype == torch.float32 for p in encoder.parameters())
     errs = {}
-    for grid in ("12x20", "2 images", "t=2"):
-        px, g = inputs("hd16-w112-full@2", GRIDS[grid])
+    for grid in ("12x20", "two_images", "video_t2_12x8"):
+        px, g = inputs("hd16_win112_full_last", GRIDS[grid])
         with torch.no_grad():
             errs[grid] = rel_err(encoder(px, g), hf(px, g).pooler_output)
     print(f"\ncheckpoint fp32 vs HF: {errs}")
@@ -615,7 +568,7 @@ def test_cuda_matches_hf_cpu(dtype):
     for name in CONFIGS:
         hf = hf_model(name)
         port = load_hf_vision(make_config(name).to_dict(), hf.state_dict(), dtype=dtype, device="cuda")
-        for grid in ("12x20", "2 images", "t=2"):
+        for grid in ("12x20", "two_images", "video_t2_12x8"):
             px, g = inputs(name, GRIDS[grid])
             with torch.no_grad():
                 out = port(px.to("cuda", dtype), g.cuda())

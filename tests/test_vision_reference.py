@@ -35,31 +35,13 @@ from reference.activations import ACTIVATIONS, erf
 from reference.vision import vision_position_ids
 
 from checkpoint_folder import write_checkpoint as write_hf_folder
+from helpers import GRIDS, TINY_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------- test configs and inputs
 
-# Every config has at least one full-attention and one window block; head_dim 8 / 16 / 24,
-# window 56 / 112 / 168 px (2 / 4 / 6 merged tokens a side), full attention first / last / both.
-CONFIGS = {
-    "hd8_win112_full_first": VisionConfig(depth=3, hidden_size=32, num_heads=4, intermediate_size=40,
-                                          out_hidden_size=24, window_size=112, fullatt_block_indexes=(0,)),
-    "hd16_win56_full_last": VisionConfig(depth=3, hidden_size=64, num_heads=4, intermediate_size=72,
-                                         out_hidden_size=40, window_size=56, fullatt_block_indexes=(2,)),
-    "hd24_win168_full_mid_last": VisionConfig(depth=4, hidden_size=48, num_heads=2, intermediate_size=56,
-                                              out_hidden_size=32, window_size=168, fullatt_block_indexes=(1, 3)),
-}
-# grid_thw in patches; merged grids 6x10, 9x5, 5x5 (not whole windows), 8x8 (exactly 4k),
-# two images in one call, and a two-frame video whose frames differ.
-GRIDS = {
-    "12x20": [[1, 12, 20]],
-    "18x10": [[1, 18, 10]],
-    "10x10": [[1, 10, 10]],
-    "16x16": [[1, 16, 16]],
-    "two_images": [[1, 8, 12], [1, 10, 6]],
-    "video_t2": [[2, 8, 12]],
-}
+CONFIGS = TINY_CONFIGS
 IMPLS = ("sdpa", "eager")
 
 # stage family -> bound on max relative error, float64 reference vs HF float32 (see module doc)
@@ -505,6 +487,7 @@ def test_load_weights_file_errors(tmp_path):
 # ---------------------------------------------------------------- (e) numpy only
 
 
+@pytest.mark.slow  # subprocess
 def test_reference_imports_no_frameworks():
     code = ("import sys, reference, reference.vision, reference.checkpoint, reference.weights, reference.fast, "
             "reference.activations, reference.validate, reference.bicubic, reference.color, reference.smart_resize, "
