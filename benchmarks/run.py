@@ -61,6 +61,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from goldenlib.tolerances import rel_error  # noqa: E402
 from reference.vision_config import PRESETS, VisionConfig  # noqa: E402
 
 MAX_PIXELS = 12845056
@@ -452,8 +453,8 @@ def tower_section(config: VisionConfig, sides: list[int], reps: int, tmp: Path, 
             r["rel_diff"] = float("nan")
             continue
         ref = np.load(baseline)
-        got = np.load(tmp / f"out_{r['variant'].replace(' ', '_')}_{side}.npy").astype(np.float64)
-        r["rel_diff"] = float(np.abs(got - ref).max() / np.abs(ref).max())
+        got = np.load(tmp / f"out_{r['variant'].replace(' ', '_')}_{side}.npy")
+        r["rel_diff"] = rel_error(got, ref)
     return results
 
 

@@ -14,6 +14,9 @@ Who uses what:
 * the port vs HF tests (``tests/test_port_vs_hf.py``): ``PORT_FLOAT32_VS_HF_BOUND``,
   ``PORT_LOW_PRECISION_VS_HF_BOUNDS``;
 * the golden and benchmark tests: ``GOLDEN_FLOAT64_REPRODUCE_BOUND``, ``BENCHMARK_OUTPUT_BOUNDS``;
+* unit tests of single functions: ``FLOAT64_REORDER_BOUND``, ``FLOAT32_REORDER_BOUND``,
+  ``ACTIVATION_VS_HF_BOUNDS``, ``ERF_BOUNDS``, ``PORT_STAGE_ALONE_VS_FORWARD_BOUND``,
+  ``PORT_MLP_ORIENTATION_BOUND``, ``PORT_CUDA_3B_*``, ``PLANTED_BUG_MIN_ERROR``;
 * the parity report's seed scenario: ``SEED_FLOAT_RESIZE_MAX_BAND``, ``SEED_FLOAT_RESIZE_MEAN_BAND``.
 """
 
@@ -150,6 +153,37 @@ PORT_LOW_PRECISION_VS_HF_BOUNDS = {"bfloat16": 2.5e-2, "float16": 3e-3}
 GOLDEN_FLOAT64_REPRODUCE_BOUND = 1e-12
 # benchmarks/run.py --quick: each tower variant's output vs the float64 reference's (the same model).
 BENCHMARK_OUTPUT_BOUNDS = {"bfloat16": 5e-2, "float32": 1e-5}
+
+# ------------------------------------------------------------------ unit-level bounds (tests)
+
+# One computation done two ways in float64 (a segment loop vs a dense masked product; chunked vs
+# whole query rows): absolute, on values of size about 1.
+# Measured: 7.4e-16 (loop vs dense), 1.2e-15 (fast form, chunked vs whole).
+FLOAT64_REORDER_BOUND = 1e-14
+# The same in float32 (tests/test_fast_paths.py's chunked attention).
+# Measured: 7.8e-7.
+FLOAT32_REORDER_BOUND = 1e-6
+# Reference activations vs HF's ACT2FN (torch, float64), relative to max |HF| over [-30, 30] and
+# extremes, for float64 and float32 inputs.
+# Measured: 8.9e-18 (float64), 3.6e-9 (float32), worst over the six activations.
+ACTIVATION_VS_HF_BOUNDS = {"float64": 1e-14, "float32": 1e-6}
+# Reference erf vs math.erf, absolute: a few ulp of 1 in float64 (8 * 4e-16); float32 inputs.
+# Measured: 1.2e-15 (float64), 5.3e-7 (float32).
+ERF_BOUNDS = {"float64": 4e-16 * 8, "float32": 2e-6}
+# One port block, and the merger, run alone from the public submodules on the previous stage the
+# whole forward recorded vs that forward's own stage (float32, same weights: the same sums).
+# Measured: 0.0 over the seven tiny test configs and seven grids.
+PORT_STAGE_ALONE_VS_FORWARD_BOUND = 1e-6
+# The port's transposed float32 MLP vs its plain orientation (torch.testing rtol = atol).
+# Measured: 1.5e-8 absolute.
+PORT_MLP_ORIENTATION_BOUND = 1e-6
+# CUDA, 3B tower, 7904 patches: float32 port vs HF on the CPU (measured on an H200: 3.8e-6), and
+# the bfloat16 port's error vs HF float32 within (factor x HF's own bfloat16 error + margin).
+PORT_CUDA_3B_FLOAT32_BOUND = 1e-4
+PORT_CUDA_3B_BFLOAT16_FACTOR_MARGIN = (1.5, 1e-3)
+# A planted bug (all-full attention, no biases, another rope theta) must move the reference's
+# output by more than this to count as caught (the bounds above are 1e-5 and below).
+PLANTED_BUG_MIN_ERROR = 1e-3
 
 # ------------------------------------------------------------------ the parity report's seed scenario
 

@@ -18,6 +18,7 @@ import torch
 import reference
 import reference.bicubic as bicubic
 import reference.vision as vision
+from goldenlib.tolerances import FLOAT32_REORDER_BOUND, FLOAT64_REORDER_BOUND
 from helpers import pil_resize
 from reference import fast
 from reference.activations import silu
@@ -171,7 +172,7 @@ def test_segment_attention_chunks_and_layouts_agree(dtype):
     back_to_back = np.array([0, 40, 80, 120, 160, 200])  # equal lengths: batched through views
     interleaved = np.array([0, 40, 50, 90, 100, 140, 150, 200])  # lengths 40, 10, 40, 10, ...: one by one
     uneven = np.array([0, 7, 7, 47, 87, 127, 128, 200])  # an empty segment, a run of three, a single row
-    atol = 1e-14 if dtype == np.float64 else 1e-6
+    atol = FLOAT64_REORDER_BOUND if dtype == np.float64 else FLOAT32_REORDER_BOUND
     for cu in (back_to_back, interleaved, uneven):
         whole = fast.segment_attention(q, k, v, cu)
         np.testing.assert_array_equal(whole, segment_attention(q, k, v, cu))
