@@ -27,9 +27,9 @@ from .bicubic import _ONE, premultiply_alpha, resample_coefficients, unpremultip
 from .color import to_rgb
 from .preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize_table
 from .smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
-from .validate import check_images, check_resize, check_tower_inputs
-from .vision import (MAX_SCORES, Stages, apply_rotary, cast, full_cu_seqlens, nest_weights, patch_embed,
-                     linear, patch_merger, patch_rows, query_rows, rms_norm, rotary_cos_sin, unpermute, window_index)
+from .validate import check_images, check_resize
+from . import vision
+from .vision import MAX_SCORES, apply_rotary, linear, query_rows, rms_norm
 
 # ================================================================ the tower (reference.vision)
 
@@ -112,27 +112,8 @@ def vision_block(x, cos, sin, cu_seqlens, norm1, norm2, attn, mlp, num_heads, ac
 
 def vision_forward(pixel_values, grid_thw, weights, config, *, dtype=np.float64, trace=None):
     """vision.vision_forward with the fast blocks: the same output and trace, bit for bit."""
-    pixel_values, grid = check_tower_inputs(pixel_values, grid_thw, config)
-    w, c, stages = nest_weights(weights, config), config, Stages(trace)
-    x = patch_embed(np.asarray(pixel_values, dtype), **cast(w["patch_embed"]["proj"], dtype))
-    cos, sin = rotary_cos_sin(grid, c.head_dim, spatial_merge_size=c.spatial_merge_size, theta=c.rope_theta,
-                              dtype=dtype)
-    win_index, cu_window = window_index(grid, window_size=c.window_size, patch_size=c.patch_size,
-                                        spatial_merge_size=c.spatial_merge_size)
-    cu_full = full_cu_seqlens(grid)
-    stages.update(patch_embed=x, rotary_cos=cos, rotary_sin=sin, window_index=win_index, cu_seqlens=cu_full,
-                  cu_window_seqlens=cu_window)
-    rows = patch_rows(win_index, c.merge_unit)
-    x, cos, sin = x[rows], cos[rows], sin[rows]
-    for i, block in enumerate(w["blocks"]):
-        cu = cu_full if i in c.fullatt_block_indexes else cu_window
-        block_stages = stages.scope(f"blocks.{i}.", rows)
-        x = vision_block(x, cos, sin, cu, **cast(block, dtype), num_heads=c.num_heads, act=c.hidden_act,
-                         trace=block_stages)
-        block_stages["output"] = x
-    merged = patch_merger(x, **cast(w["merger"], dtype), merge_unit=c.merge_unit, trace=stages.scope("merger.", rows))
-    stages["output"] = out = unpermute(merged, win_index)
-    return out
+    return vision.vision_forward(pixel_values, grid_thw, weights, config, dtype=dtype, trace=trace,
+                                 block=vision_block)
 
 
 # ================================================================ the resize (reference.bicubic)

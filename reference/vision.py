@@ -218,10 +218,12 @@ def patch_merger(x, ln_q, mlp, merge_unit=4, trace=None):  # [S, hidden] -> [S/M
 # ---------------------------------------------------------------- the tower
 
 
-def vision_forward(pixel_values, grid_thw, weights, config: VisionConfig, *, dtype=np.float64, trace=None):
+def vision_forward(pixel_values, grid_thw, weights, config: VisionConfig, *, dtype=np.float64, trace=None,
+                   block=vision_block):
     """pixel_values [S, C*tp*p*p], grid_thw [n, 3] -> merged embeddings [S/M, out_hidden], in the
     original order (image by image, merge block by merge block), like HF's pooler_output.
-    `trace`, a dict, receives every stage, in original patch order as well."""
+    `trace`, a dict, receives every stage, in original patch order as well. `block` is the block
+    function (reference.fast passes its bit-equal fast one)."""
     pixel_values, grid = check_tower_inputs(pixel_values, grid_thw, config)
     w, c, stages = nest_weights(weights, config), config, Stages(trace)  # cast to dtype part by part below
     x = patch_embed(np.asarray(pixel_values, dtype), **cast(w["patch_embed"]["proj"], dtype))  # [S, hidden]
@@ -237,11 +239,11 @@ def vision_forward(pixel_values, grid_thw, weights, config: VisionConfig, *, dty
     # attention are both "attention within segments of consecutive rows".
     rows = patch_rows(win_index, c.merge_unit)  # [S]
     x, cos, sin = x[rows], cos[rows], sin[rows]
-    for i, block in enumerate(w["blocks"]):
+    for i, block_weights in enumerate(w["blocks"]):
         cu = cu_full if i in c.fullatt_block_indexes else cu_window
         block_stages = stages.scope(f"blocks.{i}.", rows)
-        x = vision_block(x, cos, sin, cu, **cast(block, dtype), num_heads=c.num_heads, act=c.hidden_act,
-                         trace=block_stages)  # [S, hidden] -> [S, hidden]
+        x = block(x, cos, sin, cu, **cast(block_weights, dtype), num_heads=c.num_heads, act=c.hidden_act,
+                  trace=block_stages)  # [S, hidden] -> [S, hidden]
         block_stages["output"] = x
     merged = patch_merger(x, **cast(w["merger"], dtype), merge_unit=c.merge_unit,
                           trace=stages.scope("merger.", rows))  # [S, hidden] -> [S/M, out_hidden]
