@@ -13,6 +13,8 @@ Who uses what:
   ``REFERENCE_FLOAT32_VS_HF_BOUND``, ``REFERENCE_3B_VS_HF_BOUNDS``;
 * the port vs HF tests (``tests/test_port_vs_hf.py``): ``PORT_FLOAT32_VS_HF_BOUND``,
   ``PORT_LOW_PRECISION_VS_HF_BOUNDS``;
+* the port's positions tests (``tests/test_positions_port.py``): ``MROPE_PORT_FLOAT32_VS_HF_BOUND``,
+  ``MROPE_PORT_BFLOAT16_VS_HF_BOUND``;
 * the golden and benchmark tests: ``GOLDEN_FLOAT64_REPRODUCE_BOUND``, ``BENCHMARK_OUTPUT_BOUNDS``;
 * unit tests of single functions: ``FLOAT64_REORDER_BOUND``, ``FLOAT32_REORDER_BOUND``,
   ``ACTIVATION_VS_HF_BOUNDS``, ``ERF_BOUNDS``, ``PORT_STAGE_ALONE_VS_FORWARD_BOUND``,
@@ -63,6 +65,13 @@ HF_CROSSCHECK_BOUND = 1e-5
 # stages and integer stages are exact; float64 tower stages allow BLAS summation-order noise; the
 # full-size stages are stored as float32.
 DRIFT_BOUNDS = {"exact": 0.0, "float64": 1e-10, "float32": 1e-6}
+# The port's mRoPE module (torch_port.Qwen2_5_VLRotaryPositionalEmbeddings, tests/test_positions_port.py)
+# vs HF's text rotary + apply_rotary_pos_emb on the same x, max relative error. float32: the issue's
+# bound. bfloat16: one bfloat16 rounding step (2^-8), room for a float32 table differing by an ulp
+# on another CPU's cos kernel. Measured: 0.0 for both (bit-equal: same float32 ops, cast, rotate in
+# x's dtype; cached table and on-the-fly path, 20 seeds).
+MROPE_PORT_FLOAT32_VS_HF_BOUND = 1e-6
+MROPE_PORT_BFLOAT16_VS_HF_BOUND = 2.0**-8
 
 # ------------------------------------------------------------------ the parity table
 

@@ -29,12 +29,16 @@ from ._model_builders import (
     qwen2_5_vl_72b_vision_encoder,
     qwen2_5_vl_image_transform,
 )
+from ._mrope import Qwen2_5_VLRotaryPositionalEmbeddings
 from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding, apply_rotary_emb, vision_position_ids
+from ._rope_index import RopeIndexLayoutError, qwen2_5_vl_rope_index
 from ._transform import Qwen2_5_VLImageTransform
+from ._vision_tokens import expand_vision_tokens
 
 __all__ = [
     "ACTIVATIONS",
     "Qwen2_5_VLImageTransform",
+    "Qwen2_5_VLRotaryPositionalEmbeddings",
     "Qwen2_5_VisionAttention",
     "Qwen2_5_VisionBlock",
     "Qwen2_5_VisionEncoder",
@@ -43,9 +47,11 @@ __all__ = [
     "Qwen2_5_VisionPatchMerger",
     "Qwen2_5_VisionRMSNorm",
     "Qwen2_5_VisionRotaryEmbedding",
+    "RopeIndexLayoutError",
     "SegmentGroup",
     "VisionLayout",
     "apply_rotary_emb",
+    "expand_vision_tokens",
     "load_hf_checkpoint",
     "load_hf_vision",
     "qwen2_5_vision_encoder",
@@ -55,6 +61,7 @@ __all__ = [
     "qwen2_5_vl_7b_vision_encoder",
     "qwen2_5_vl_32b_vision_encoder",
     "qwen2_5_vl_72b_vision_encoder",
+    "qwen2_5_vl_rope_index",
     "qwen2_5_vl_image_transform",
     "segment_attention",
     "vision_position_ids",
