@@ -1,4 +1,4 @@
-"""NumPy-only reference of Qwen2.5-VL's image pipeline and vision tower.
+"""NumPy-only reference of Qwen2.5-VL's image pipeline, vision tower and multimodal positions.
 
 Imports numpy and the standard library only. Decoding image files (Pillow)
 lives in :mod:`reference.io`, which nothing else here imports.
@@ -17,4 +17,7 @@ from .checkpoint import load_weights
 from .activations import ACTIVATIONS
 from .vision import (apply_rotary, full_cu_seqlens, patch_embed, patch_merger, rms_norm, rotary_cos_sin,
                      segment_attention, vision_attention, vision_block, vision_forward, vision_mlp, window_index)
+from .rope_index import rope_index
+from .mrope import apply_mrope, mrope_cos_sin
+from .vision_tokens import expand_vision_tokens
 from . import fast  # noqa: E402  (after the plain modules it builds on)

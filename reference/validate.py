@@ -95,3 +95,99 @@ def check_tower_inputs(pixel_values, grid_thw, config):
         raise ValueError(f"pixel_values has shape {pixel_values.shape}; grid_thw {grid.tolist()} "
                          f"needs ({rows}, {config.patch_dim})")
     return pixel_values, grid
+
+
+# ---------------------------------------------------------------- positions and vision tokens
+
+TOKEN_TYPES = {0: "text", 1: "image", 2: "video"}  # HF 5.x mm_token_type_ids values
+
+
+def check_llm_grid(grid_thw, merge_size, what) -> np.ndarray:  # -> [n, 3] int64 (maybe n = 0)
+    """image_grid_thw / video_grid_thw: None -> no rows; positive entries, h and w multiples of merge_size."""
+    if grid_thw is None:
+        return np.zeros((0, 3), np.int64)
+    grid = np.asarray(grid_thw)
+    if grid.size and not np.issubdtype(grid.dtype, np.integer):
+        raise ValueError(f"{what} must hold integers, got dtype {grid.dtype}: {grid.tolist()}")
+    if grid.ndim != 2 or grid.shape[1] != 3:
+        raise ValueError(f"{what} must be [n, 3] (t, h, w) rows, got shape {grid.shape}")
+    grid = grid.astype(np.int64)
+    if (grid <= 0).any():
+        raise ValueError(f"{what} entries must be positive, got {grid.tolist()}")
+    bad = [row for row in grid.tolist() if row[1] % merge_size or row[2] % merge_size]
+    if bad:
+        raise ValueError(f"{what} rows {bad}: h and w must be multiples of the merge size {merge_size}")
+    return grid
+
+
+def check_token_rows(input_ids, mm_token_type_ids, attention_mask):
+    """rope_index's token inputs -> (types [b, s] int64, keep [b, s] bool), or a ValueError.
+
+    input_ids is [batch, seq] (a 1-D sequence counts as a batch of one); the token types and the
+    mask must have its shape; types are 0 text, 1 image, 2 video.
+    """
+    ids = np.asarray(input_ids)
+    if ids.ndim == 1:
+        ids = ids[None]
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, seq] (or one 1-D sequence), got shape {ids.shape}")
+    types = np.asarray(mm_token_type_ids)
+    if types.ndim == 1:
+        types = types[None]
+    if types.shape != ids.shape:
+        raise ValueError(f"mm_token_type_ids has shape {np.shape(mm_token_type_ids)}; "
+                         f"input_ids has shape {np.shape(input_ids)} and they must match")
+    unknown = sorted(set(np.unique(types).tolist()) - set(TOKEN_TYPES))
+    if unknown:
+        raise ValueError(f"mm_token_type_ids has values {unknown}; only 0 (text), 1 (image), 2 (video) are known")
+    if attention_mask is None:
+        keep = np.ones(ids.shape, bool)
+    else:
+        keep = np.asarray(attention_mask)
+        if keep.ndim == 1:
+            keep = keep[None]
+        if keep.shape != ids.shape:
+            raise ValueError(f"attention_mask has shape {np.shape(attention_mask)}; "
+                             f"input_ids has shape {np.shape(input_ids)} and they must match")
+        keep = keep != 0  # HF: attention_mask.bool()
+    empty = [row for row in range(ids.shape[0]) if not keep[row].any()]
+    if empty:
+        raise ValueError(f"rows {empty} have no unmasked tokens (attention_mask is all 0 there)")
+    return types.astype(np.int64), keep
+
+
+def check_vision_runs(runs, grids, merge_size):
+    """Every image/video run of token types (over the whole batch, in order) must have one grid,
+    and as many tokens as that grid gives: t*h*w // merge_size**2.
+
+    runs: [(row, kind, start, end)] for the vision runs (kind 1 image, 2 video);
+    grids: {1: image grid [n, 3], 2: video grid [n, 3]}.
+    """
+    for kind, grid in grids.items():
+        mine = [run for run in runs if run[1] == kind]
+        name = TOKEN_TYPES[kind]
+        if len(mine) != len(grid):
+            raise ValueError(f"{len(mine)} {name} runs in mm_token_type_ids (unmasked tokens) but "
+                             f"{len(grid)} {name} grids in {name}_grid_thw; they must be equal")
+        for (row, _, start, end), thw in zip(mine, grid.tolist()):
+            tokens = thw[0] * thw[1] * thw[2] // merge_size**2
+            if end - start != tokens:
+                raise ValueError(f"{name} run at row {row}, unmasked tokens {start}..{end - 1}, has {end - start} "
+                                 f"tokens but its grid {thw} gives {tokens} (t*h*w // {merge_size}**2); "
+                                 f"two {name}s next to each other need a text token between them")
+
+
+def check_seconds_per_grid(second_per_grid_ts, n_videos):
+    """second_per_grid_ts: None or one value per video (a list, a NumPy array or a CPU tensor)."""
+    if second_per_grid_ts is None:
+        return
+    n = len(np.asarray(second_per_grid_ts).reshape(-1))
+    if np.ndim(np.asarray(second_per_grid_ts)) > 1 or n != n_videos:
+        raise ValueError(f"second_per_grid_ts must hold one value per video: {n_videos} videos, "
+                         f"got shape {np.shape(np.asarray(second_per_grid_ts))}")
+
+
+def check_merge_size(merge_size, where):
+    if int(merge_size) != merge_size or merge_size < 1:
+        raise ValueError(f"{where}: merge size must be a positive integer, got {merge_size!r}")
+    return int(merge_size)

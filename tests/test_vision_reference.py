@@ -492,7 +492,7 @@ def test_load_weights_file_errors(tmp_path):
 def test_reference_imports_no_frameworks():
     code = ("import sys, reference, reference.vision, reference.checkpoint, reference.weights, reference.fast, "
             "reference.activations, reference.validate, reference.bicubic, reference.color, reference.smart_resize, "
-            "reference.vision_config; "
+            "reference.vision_config, reference.rope_index, reference.mrope, reference.vision_tokens; "
             "bad = [m for m in ('torch', 'PIL', 'transformers', 'safetensors') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
