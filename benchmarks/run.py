@@ -5,6 +5,7 @@ One command prints one markdown report, everything measured in the same run::
     uv run benchmarks/run.py            # full run (about half an hour on a 2-core machine)
     uv run benchmarks/run.py --quick    # smoke run: tiny images and a tiny tower (about 30 s)
     uv run benchmarks/run.py --only tower --sides 32 --reps 2   # a part of it
+    uv run benchmarks/run.py --only positions                    # the mRoPE positions row alone
     uv run benchmarks/run.py --only tower --sides 32 --variants "HF float32 (sdpa),reference float32"
 
 * Header: date, machine (CPU model, cores, load average before and after), library versions,
@@ -31,6 +32,11 @@ One command prints one markdown report, everything measured in the same run::
   (``/proc/self/clear_refs``) once the model is loaded and load-time copies are freed, so it
   counts the resident weights, the library itself and the forward's activations. Outputs are
   compared with the float64 reference (max |a - b| / max |b|).
+
+* mRoPE positions: ``torch_port.qwen2_5_vl_rope_index`` vs HF's ``Qwen2_5_VLModel.get_rope_index``
+  on a batch of 8 sequences of 8192 tokens with 4 images each (random grids, text between them,
+  an all-ones attention mask; ``--quick``: 2 x 512 tokens, 2 images): median ms of ``max(reps, 5)``
+  calls after a warm-up, ratio to HF, and whether position ids and deltas are equal to HF's.
 
 Between implementations the run pauses briefly (BLAS and OpenMP worker threads keep spinning for
 a while after their work and would steal the cores from the next one). Other processes on the
@@ -458,10 +464,81 @@ def tower_section(config: VisionConfig, sides: list[int], reps: int, tmp: Path, 
     return results
 
 
+# ----------------------------------------------------------------------------- mRoPE positions
+
+POSITIONS_LAYOUT = (8, 8192, 4)  # batch, tokens per sequence, images per sequence
+QUICK_POSITIONS_LAYOUT = (2, 512, 2)
+
+
+def positions_batch(batch: int, seq: int, n_images: int, seed: int = 0):
+    """ids, token types, image grids and an all-ones mask: per row, ``n_images`` images of random
+    grids (8..32 patches a side, even) between text runs of random length, padded with text to ``seq``."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    types = torch.zeros(batch, seq, dtype=torch.int64)
+    grids = []
+    for b in range(batch):
+        tokens = [seq]
+        while sum(tokens) + n_images + 1 > seq:  # draw again until the images fit with text between them
+            sizes = [(1, 2 * int(rng.integers(4, 17)), 2 * int(rng.integers(4, 17))) for _ in range(n_images)]
+            tokens = [t * h * w // 4 for t, h, w in sizes]
+        # image k follows cuts[k] text tokens: distinct cuts in [1, text) put text before, between and after
+        cuts = np.sort(rng.choice(np.arange(1, seq - sum(tokens)), n_images, replace=False))
+        before = 0  # image tokens before image k
+        for cut, n, size in zip(cuts, tokens, sizes):
+            start = int(cut) + before
+            types[b, start:start + n] = 1
+            before += n
+            grids.append(size)
+        assert int((types[b] == 1).sum()) == sum(tokens)
+    ids = torch.randint(0, 150000, (batch, seq))
+    return ids, types, torch.tensor(grids), torch.ones(batch, seq, dtype=torch.int64)
+
+
+def hf_get_rope_index(*args, spatial_merge_size=2, tokens_per_second=2):
+    """HF's ``Qwen2_5_VLModel.get_rope_index`` on a stub holding the two config values it reads."""
+    import functools
+    from types import SimpleNamespace
+
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
+
+    vision = SimpleNamespace(spatial_merge_size=spatial_merge_size, tokens_per_second=tokens_per_second)
+    stub = SimpleNamespace(config=SimpleNamespace(vision_config=vision),
+                           get_vision_position_ids=functools.partial(Qwen2_5_VLModel.get_vision_position_ids, None))
+    return Qwen2_5_VLModel.get_rope_index(stub, *args)
+
+
+def positions_section(layout, reps: int, settle: float) -> list[dict]:
+    """``torch_port.qwen2_5_vl_rope_index`` vs HF's ``get_rope_index``: median ms, same positions?"""
+    import torch
+
+    from torch_port import qwen2_5_vl_rope_index
+
+    batch, seq, n_images = layout
+    ids, types, grids, mask = positions_batch(batch, seq, n_images)
+    args = (ids, types, grids, None, None, mask)
+    impls = {"HF get_rope_index": lambda: hf_get_rope_index(*args),
+             "port qwen2_5_vl_rope_index": lambda: qwen2_5_vl_rope_index(*args)}
+    want = impls["HF get_rope_index"]()
+    rows = []
+    for name, fn in impls.items():
+        time.sleep(settle)
+        times = median_time(fn, reps)
+        got = fn()
+        same = torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        rows.append({"layout": f"{batch} x {seq} tokens, {n_images} images each", "impl": name,
+                     "ms": 1000 * statistics.median(times), "same": "equal" if same else "DIFFERENT"})
+    hf_ms = rows[0]["ms"]
+    for r in rows:
+        r["ratio"] = r["ms"] / hf_ms
+    return rows
+
+
 # ----------------------------------------------------------------------------- report
 
 
-def report(args, header, peaks, pre_rows, tower_rows, config, load_after) -> str:
+def report(args, header, peaks, pre_rows, tower_rows, config, load_after, pos_rows=()) -> str:
     out = []
     w = out.append
     w(f"## Benchmarks ({'quick smoke run: tiny sizes, numbers meaningless' if args.quick else 'full run'})")
@@ -486,6 +563,20 @@ def report(args, header, peaks, pre_rows, tower_rows, config, load_after) -> str
         w("|---|---:|---|---:|---:|---|")
         for r in pre_rows:
             w(f"| {r['image']} | {r['patches']} | {r['impl']} | {r['ms']:.1f} | {r['ratio']:.2f} | {r['exact']} |")
+        w("")
+    if pos_rows:
+        w("### mRoPE positions (median ms of get_rope_index-style calls; ratio to HF)")
+        w("")
+        w("| layout | implementation | ms | x HF | position_ids, deltas vs HF |")
+        w("|---|---|---:|---:|---|")
+        for r in pos_rows:
+            w(f"| {r['layout']} | {r['impl']} | {r['ms']:.2f} | {r['ratio']:.3f} | {r['same']} |")
+        if not args.quick:
+            port = [r for r in pos_rows if r["impl"] == "port qwen2_5_vl_rope_index"]
+            ok = all(r["ratio"] <= 0.5 and r["same"] == "equal" for r in port)
+            w("")
+            w(f"- [{'x' if ok else ' '}] qwen2_5_vl_rope_index <= 0.5x HF get_rope_index and equal "
+              f"({', '.join(format(r['ratio'], '.3f') + 'x' for r in port)})")
         w("")
     if tower_rows:
         name = "tiny test config" if args.quick else "3B preset (depth 32, hidden 1280, 16 heads, MLP 3420)"
@@ -562,7 +653,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 run each: a smoke test of the script")
     parser.add_argument("--reps", type=int, default=None, help="timed runs per case (default 3; --quick: 1)")
-    parser.add_argument("--only", choices=("preprocess", "tower"), default=None, help="run one section")
+    parser.add_argument("--only", choices=("preprocess", "tower", "positions"), default=None, help="run one section")
     parser.add_argument("--out", type=Path, default=None, help="also write the report to this file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", type=Path, default=None, help=argparse.SUPPRESS)
@@ -597,6 +688,11 @@ def main(argv=None) -> None:
         pre_rows = preprocess_section(QUICK_PREPROCESS_SIZES if args.quick else PREPROCESS_SIZES,
                                       args.reps, 1 if args.quick else 5, settle)
         print("[preprocess] done", file=sys.stderr, flush=True)
+    pos_rows = []
+    if args.only in (None, "positions"):
+        pos_rows = positions_section(QUICK_POSITIONS_LAYOUT if args.quick else POSITIONS_LAYOUT,
+                                     max(args.reps, 3) if args.quick else max(args.reps, 5), settle)
+        print("[positions] done", file=sys.stderr, flush=True)
     if args.only in (None, "tower"):
         del torch
         gc.collect()
@@ -608,7 +704,7 @@ def main(argv=None) -> None:
             if unknown:
                 parser.error(f"unknown tower variants {unknown}; known: {list(VARIANTS)}")
             tower_rows = tower_section(config, sides, args.reps, Path(tmp), args.quick, variants)
-    text = report(args, header, peaks, pre_rows, tower_rows, config, os.getloadavg()[0])
+    text = report(args, header, peaks, pre_rows, tower_rows, config, os.getloadavg()[0], pos_rows)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
