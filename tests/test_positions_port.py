@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import functools
 import random
+from pathlib import Path
 from types import SimpleNamespace
+
+import numpy as np
 
 import pytest
 import torch
@@ -22,7 +25,12 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
 )
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 
-from goldenlib.tolerances import MROPE_PORT_BFLOAT16_VS_HF_BOUND, MROPE_PORT_FLOAT32_VS_HF_BOUND, rel_error
+from goldenlib.tolerances import (
+    MROPE_PORT_BFLOAT16_VS_HF_BOUND,
+    MROPE_PORT_FLOAT32_VS_GOLDEN_BOUND,
+    MROPE_PORT_FLOAT32_VS_HF_BOUND,
+    rel_error,
+)
 from torch_port import Qwen2_5_VLRotaryPositionalEmbeddings, expand_vision_tokens, qwen2_5_vl_rope_index
 
 IMAGE_ID, VIDEO_ID, START_ID, END_ID, PAD_ID = 151655, 151656, 151652, 151653, 151643
@@ -306,3 +314,47 @@ def test_rotary_bad_inputs():
         rope(torch.zeros(2, 5, 1, HEAD_DIM), input_pos=torch.zeros(3, 2, 4, dtype=torch.int64))
     with pytest.raises(ValueError, match="x must be"):
         rope(torch.zeros(2, 5, HEAD_DIM))
+
+
+# ------------------------------------------------------------------ the positions goldens and the reference
+
+GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
+POSITION_GOLDENS = sorted(p.name for p in GOLDEN_DIR.glob("pos_*.safetensors"))
+
+
+@pytest.mark.parametrize("name", POSITION_GOLDENS or [pytest.param("none", marks=pytest.mark.skip("no pos_ goldens"))])
+def test_port_reproduces_the_positions_goldens(name):
+    from safetensors.torch import load_file
+
+    g = load_file(str(GOLDEN_DIR / name))
+    image_grid, video_grid = g.get("image_grid_thw"), g.get("video_grid_thw")
+    ids, types = expand_vision_tokens(g["input_ids"], image_grid, video_grid)
+    assert torch.equal(ids, g["expanded_input_ids"]) and torch.equal(types, g["mm_token_type_ids"])
+    pos, delta = qwen2_5_vl_rope_index(ids, types, image_grid, video_grid, g.get("second_per_grid_ts"),
+                                       g.get("attention_mask"))
+    assert torch.equal(pos, g["position_ids"]) and torch.equal(delta, g["deltas"])
+    # the float32 module against the golden float64 tables applied in float64
+    x = torch.randn(*ids.shape, 2, HEAD_DIM, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    cos, sin = g["mrope_cos"][:, :, None], g["mrope_sin"][:, :, None]
+    want = x * cos + torch.cat([-x[..., HEAD_DIM // 2:], x[..., :HEAD_DIM // 2]], dim=-1) * sin
+    got = Qwen2_5_VLRotaryPositionalEmbeddings(HEAD_DIM, SECTION)(x.float(), input_pos=pos)
+    assert rel_error(got, want) <= MROPE_PORT_FLOAT32_VS_GOLDEN_BOUND, rel_error(got, want)
+
+
+def test_port_equals_the_reference_on_random_layouts():
+    import reference
+
+    rng = random.Random(99)
+    for case in range(60):
+        merge = rng.choice([2, 1])
+        rows = random_rows(rng, rng.randrange(1, 4), merge)
+        ids, types, image_grid, video_grid, mask = build_batch(rows, rng.choice([None, "random"]), seed=case,
+                                                               merge=merge)
+        n_videos = 0 if video_grid is None else len(video_grid)
+        seconds = [rng.choice([0.5, 2 / 3, 1.25]) for _ in range(n_videos)] or None
+        np_args = [None if a is None else a.numpy() for a in (ids, types, image_grid, video_grid)]
+        want = reference.rope_index(*np_args, None if seconds is None else np.array(seconds),
+                                    None if mask is None else mask.numpy(), spatial_merge_size=merge)
+        got = qwen2_5_vl_rope_index(ids, types, image_grid, video_grid, seconds and torch.tensor(seconds), mask,
+                                    spatial_merge_size=merge)
+        assert np.array_equal(got[0].numpy(), want[0]) and np.array_equal(got[1].numpy(), want[1])
