@@ -5,7 +5,8 @@
 
 Every stored case of the registry (``goldenlib.cases.CASES``) is computed by the NumPy reference
 (``goldenlib.build``), then compared stage by stage with HF (image stages must match exactly;
-tower stages within ``goldenlib.tolerances.HF_CROSSCHECK_BOUND``). Nothing is written unless
+tower stages within ``goldenlib.tolerances.HF_CROSSCHECK_BOUND``; the positions cases' ids, token
+types and mRoPE positions exactly, their cos/sin within ``POSITIONS_ROTARY_VS_HF_BOUND``). Nothing is written unless
 every case passes; golden/ is then replaced in one step.
 """
 
@@ -16,7 +17,7 @@ import time
 import numpy as np
 
 from goldenlib import store
-from goldenlib.build import CrosscheckError, build_case, build_weights, check_crosscheck
+from goldenlib.build import CrosscheckError, build_case, build_positions, build_weights, check_crosscheck
 from goldenlib.cases import CASES, TOWERS, stored_names, weights_case_name
 from goldenlib.tolerances import DRIFT_BOUNDS, rel_error
 
@@ -46,10 +47,18 @@ def build_all(log, with_full=True, only=None):
             continue
         start = time.perf_counter()
         try:
-            tensors, metadata, case_report = build_case(case, weights_of=weights_of)
+            if case.kind == "positions":
+                tensors, metadata, errors = build_positions(case)
+            else:
+                tensors, metadata, case_report = build_case(case, weights_of=weights_of)
         except CrosscheckError as error:
             raise SystemExit(f"{error}; nothing written") from None
         cases[case.name] = (tensors, metadata)
+        if case.kind == "positions":
+            rotary = ", ".join(f"{stage} {error:.2e}" for stage, error in errors.items())
+            log(f"{case.name:22s} ids, types, positions == HF; rotary vs HF float32: {rotary} "
+                f"({time.perf_counter() - start:.1f}s)")
+            continue
         report += case_report
         image = "image stages == HF, " if case.make is not None else ""
         log(f"{case.name:22s} {image}towers cross-checked ({time.perf_counter() - start:.1f}s)")
@@ -87,7 +96,9 @@ def check_bounds(report):
         raise SystemExit(f"{error}\nnothing written") from None
 
 
-EXACT_STAGES = ("input", "rgb", "resized", "rescaled", "normalized", "pixel_values", "image_grid_thw")
+# second_per_grid_ts: a positions case's float input, stored as given.
+EXACT_STAGES = ("input", "rgb", "resized", "rescaled", "normalized", "pixel_values", "image_grid_thw",
+                "second_per_grid_ts")
 
 
 def drift_bound(stage, value):

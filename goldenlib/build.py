@@ -2,7 +2,7 @@
 parity checks' in-memory scenarios use, from the same code.
 
 ``build_case(case)`` returns ``(tensors, metadata, report)``; it raises :class:`CrosscheckError`
-when an image stage differs from HF/Pillow at all. ``report`` holds the tower stages' relative
+when an image stage (or a positions case's integer stage) differs from HF/Pillow at all. ``report`` holds the tower stages' relative
 errors against HF's float32 tower; :func:`check_crosscheck` holds them to ``HF_CROSSCHECK_BOUND``.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from .cases import TOWERS, Case, weights_case_name
 from .image_goldens import crosscheck, image_metadata, run_reference
-from .tolerances import HF_CROSSCHECK_BOUND
+from .tolerances import HF_CROSSCHECK_BOUND, POSITIONS_ROTARY_VS_HF_BOUND
 from .tower_goldens import hf_crosscheck, run_tower
 
 
@@ -42,12 +42,31 @@ def _inputs(case: Case):
     return images, tensors, tensors["pixel_values"], tensors["image_grid_thw"]
 
 
+def build_positions(case: Case):
+    """A positions case: (tensors, metadata, {rotary stage: rel. error vs HF float32}). Raises
+    CrosscheckError when an integer stage differs from HF or cos/sin exceed the bound."""
+    from .position_goldens import crosscheck, positions_metadata, run_reference
+
+    tensors = run_reference(case)
+    differ, errors = crosscheck(case, tensors)
+    if differ:
+        raise CrosscheckError(f"case {case.name}: reference differs from HF at {differ}")
+    bad = {stage: error for stage, error in errors.items() if not error <= POSITIONS_ROTARY_VS_HF_BOUND}
+    if bad:
+        raise CrosscheckError(f"case {case.name}: mRoPE cos/sin differ from HF beyond "
+                              f"{POSITIONS_ROTARY_VS_HF_BOUND:g}: {bad}")
+    return tensors, positions_metadata(case), errors
+
+
 def build_case(case: Case, towers=None, weights_of=None):
     """Compute ``case`` (a :class:`goldenlib.cases.Case`): (tensors, metadata, report).
 
     ``towers``: names in TOWERS to run (default: the case's own); ``weights_of(name)`` gives a
     tower's weights (default: regenerated from its seed). ``report``: [(case, tower, errors)] with
     errors {(attention, stage): max rel. error vs HF float32}."""
+    if case.kind == "positions":  # no towers: its HF cross-check is exact or bounded in build_positions
+        tensors, metadata, _ = build_positions(case)
+        return tensors, metadata, []
     towers = case.towers if towers is None else tuple(towers)
     weights_of = weights_of or (lambda name: TOWERS[name].weights())
     images, image_tensors, pixel_values, grid_thw = _inputs(case)

@@ -9,11 +9,14 @@ read this list, so adding a case is adding one entry:
   either made directly (``inputs``: ``two_frames``) or preprocessed from an image (``make``:
   ``full_size_3b``, whose image stages the parity checks rebuild and HF-check on use);
 * a SCENARIO (``stored=False``): never written to golden/, built in memory exactly as the
-  generator would build it (the parity report's seed scenario).
+  generator would build it (the parity report's seed scenario);
+* a POSITIONS case (``kind="positions"``): token ids with single vision placeholders, grids,
+  ``second_per_grid_ts`` and an attention mask (``inputs``: a :class:`PositionInputs`); stores the
+  expanded ids, their token types, the mRoPE ``position_ids`` and ``deltas``, and the text
+  rotary's cos/sin for the small head (``ROTARY``), all cross-checked against HF.
 
 Every input is made here from a seed or cut from a committed photo (data/photos), so a case can
-be rebuilt anywhere without the golden file. Future kinds (mRoPE positions, video) join the list
-with their own ``kind``.
+be rebuilt anywhere without the golden file. Future kinds (video) join the list with their own ``kind``.
 """
 
 from __future__ import annotations
@@ -76,8 +79,8 @@ class Case:
     description: str
     make: callable = None  # () -> list of uint8 images (None: a tower case made by ``inputs``)
     params: dict = field(default_factory=dict)  # preprocess keyword arguments
-    kind: str = "image"  # "image": image stages + towers; "tower": pixel_values + towers only
-    inputs: callable = None  # () -> (pixel_values, grid_thw), for a tower case without an image
+    kind: str = "image"  # "image": image stages + towers; "tower": pixel_values + towers only; "positions"
+    inputs: callable = None  # () -> (pixel_values, grid_thw) for a tower case without an image; () -> PositionInputs
     towers: tuple = TINY  # names in TOWERS run on the case's pixel_values
     blocks: tuple | None = None  # blocks whose stages are kept (None: every block)
     tower_dtype: str = "float64"  # dtype the tower stages are stored in (always computed in float64)
@@ -141,6 +144,71 @@ def two_frame_input(seed=7, grid=(2, 4, 8)):
     return pixel_values, np.array([grid], dtype=np.int64)
 
 
+# ------------------------------------------------------------------ positions
+
+# Qwen2.5-VL's special token ids (the released tokenizer's); text tokens are drawn below them.
+IMAGE_PAD, VIDEO_PAD, VISION_START, VISION_END, PAD = 151655, 151656, 151652, 151653, 151643
+# The text rotary of the positions goldens: a small head (8 frequencies split 2/3/3 over T/H/W),
+# the released theta; positions come from the released merge size and tokens_per_second.
+ROTARY = {"head_dim": 16, "mrope_section": [2, 3, 3], "rope_theta": 1e6}
+POSITION_PARAMS = {"spatial_merge_size": 2, "tokens_per_second": 2}
+
+
+@dataclass(frozen=True)
+class PositionInputs:
+    """The inputs of a positions case, before placeholder expansion (NumPy arrays; None: absent)."""
+
+    input_ids: np.ndarray  # int64 [b, s]: one IMAGE_PAD / VIDEO_PAD per image / video
+    image_grid_thw: np.ndarray | None = None  # int64 [n_images, 3]
+    video_grid_thw: np.ndarray | None = None  # int64 [n_videos, 3]
+    second_per_grid_ts: np.ndarray | None = None  # float64 [n_videos]
+    attention_mask: np.ndarray | None = None  # int64 [b, S], over the EXPANDED ids (what get_rope_index reads)
+
+    def arrays(self):
+        """The inputs present, by the name they are stored under."""
+        return {name: value for name, value in vars(self).items() if value is not None}
+
+
+def _tokens(layout, seed):
+    """One row of ids from a layout: ints are runs of random text tokens, "image"/"video" a
+    placeholder between <|vision_start|> and <|vision_end|>, "pad" a pad token."""
+    rng = np.random.default_rng(seed)
+    row = []
+    for part in layout:
+        if part == "pad":
+            row.append(PAD)
+        elif part in ("image", "video"):
+            row += [VISION_START, IMAGE_PAD if part == "image" else VIDEO_PAD, VISION_END]
+        else:
+            row += rng.integers(0, VISION_START - 100, part).tolist()
+    return row
+
+
+def _positions(layouts, images=None, videos=None, seconds=None, seed=0, masked=False):
+    """PositionInputs of rows ``layouts`` (equal length once expanded; see ``_tokens``). ``masked``:
+    the attention mask is 0 exactly at the pad tokens of the expanded rows."""
+    rows = np.array([_tokens(layout, seed + i) for i, layout in enumerate(layouts)], dtype=np.int64)
+    image_grid = None if images is None else np.array(images, dtype=np.int64)
+    video_grid = None if videos is None else np.array(videos, dtype=np.int64)
+    mask = None
+    if masked:  # the pads stay pads after expansion: mark them in the expanded row
+        merge = POSITION_PARAMS["spatial_merge_size"] ** 2
+        grids = iter(list(image_grid if image_grid is not None else []))
+        vgrids = iter(list(video_grid if video_grid is not None else []))
+        mask = []
+        for row in rows:
+            expanded = []
+            for token in row:
+                if token in (IMAGE_PAD, VIDEO_PAD):
+                    expanded += [1] * int(np.prod(next(grids if token == IMAGE_PAD else vgrids)) // merge)
+                else:
+                    expanded.append(0 if token == PAD else 1)
+            mask.append(expanded)
+        mask = np.array(mask, dtype=np.int64)
+    return PositionInputs(rows, image_grid, video_grid,
+                          None if seconds is None else np.array(seconds, dtype=np.float64), mask)
+
+
 # Full-size stages kept: every 8th block (0, 8, 16, 24), the last (31), the full-attention
 # block 7, and the block before each of 7, 8, 16, 24, 31 so that each can be teacher-forced.
 FULL_BLOCKS = (0, 6, 7, 8, 15, 16, 23, 24, 30, 31)
@@ -181,6 +249,24 @@ CASES = [
          blocks=FULL_BLOCKS, tower_dtype="float32", attention=("sdpa",),
          metadata={"seed": 0, "weights": "reference.random_weights(PRESETS['3b'], seed), not stored",
                    "stage_prefix": "3b."}),
+    # mRoPE positions (HF 5.x get_rope_index) and the text rotary's cos/sin (see golden/README.md).
+    Case("pos_text_image", "text, one image (grid 1x6x8: 12 tokens), text", kind="positions", towers=(),
+         inputs=lambda: _positions([[5, "image", 4]], images=[[1, 6, 8]], seed=101)),
+    Case("pos_two_images", "two images of different grids (1x4x8 wide, 1x6x4 tall) with text between",
+         kind="positions", towers=(),
+         inputs=lambda: _positions([[3, "image", 2, "image", 3]], images=[[1, 4, 8], [1, 6, 4]], seed=102)),
+    Case("pos_image_video", "an image (1x4x4) then a video (4x4x6, second_per_grid_ts 1.25: time step 2.5, "
+         "truncated to 0, 2, 5, 7)", kind="positions", towers=(),
+         inputs=lambda: _positions([[4, "image", 2, "video", 3]], images=[[1, 4, 4]], videos=[[4, 4, 6]],
+                                   seconds=[1.25], seed=103)),
+    Case("pos_video_t3", "a video only (grid_t = 3, 3x4x4, second_per_grid_ts 1.0), text after it: the text "
+         "positions differ between transformers 4.x and 5.x", kind="positions", towers=(),
+         inputs=lambda: _positions([[2, "video", 2]], videos=[[3, 4, 4]], seconds=[1.0], seed=104)),
+    Case("pos_left_padded", "a left-padded batch of 2 with attention_mask: row 0 has 4 pads and a 1x4x8 image, "
+         "row 1 a 1x8x4 image (as many tokens, other positions): the grids come from one list shared by the "
+         "batch", kind="positions", towers=(),
+         inputs=lambda: _positions([["pad"] * 4 + [3, "image", 2], [7, "image", 2]], images=[[1, 4, 8], [1, 8, 4]],
+                                   seed=105, masked=True)),
     # The parity report's seed scenario (README "Parity report"): not stored, built in memory.
     Case("seed_rocket_224", "rocket photo crop rows 0-212, columns 60-283 (213x224) -> 224x224: only the "
          "vertical pass runs (the parity report's seed scenario, see README 'Parity report')",
@@ -192,6 +278,7 @@ if len(BY_NAME) != len(CASES):
     raise RuntimeError("two golden cases share a name")
 IMAGE_CASES = [case for case in CASES if case.kind == "image" and case.stored]
 TOWER_CASES = [case for case in CASES if case.kind == "tower" and case.stored]
+POSITION_CASES = [case for case in CASES if case.kind == "positions" and case.stored]
 SCENARIOS = {case.name: case for case in CASES if not case.stored}
 
 

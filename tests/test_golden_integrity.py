@@ -140,3 +140,18 @@ def test_check_names_a_changed_image_stage(golden_copy):
     result = _check(golden_copy, "gray")
     assert result.returncode == 1
     assert "first drift: case gray, stage normalized" in result.stdout
+
+
+@pytest.mark.slow  # subprocess
+def test_check_names_a_changed_position_and_rotary_stage(golden_copy):
+    clean = _check(golden_copy, "pos_image_video")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "0 beyond tolerance" in clean.stdout
+    _tamper(golden_copy, "pos_image_video", "position_ids", 1)
+    result = _check(golden_copy, "pos_image_video")
+    assert result.returncode == 1, result.stdout
+    assert "first drift: case pos_image_video, stage position_ids" in result.stdout
+    _tamper(golden_copy, "pos_video_t3", "mrope_sin", 1e-9)  # above the float64 drift bound (1e-10 relative)
+    result = _check(golden_copy, "pos_video_t3")
+    assert result.returncode == 1, result.stdout
+    assert "first drift: case pos_video_t3, stage mrope_sin" in result.stdout

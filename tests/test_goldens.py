@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from goldenlib import store
-from goldenlib.cases import IMAGE_CASES, TINY, TOWERS, two_frame_input
+from goldenlib.cases import IMAGE_CASES, POSITION_CASES, TINY, TOWERS, two_frame_input
 from goldenlib.image_goldens import run_reference
+from goldenlib import position_goldens
 from goldenlib.tolerances import GOLDEN_FLOAT64_REPRODUCE_BOUND
 from goldenlib.tower_goldens import run_tower
 
@@ -68,16 +69,78 @@ def test_two_frame_input_is_the_stored_one():
     assert stored["image_grid_thw"].tolist() == grid.tolist() and grid[0, 0] == 2
 
 
-def test_tampered_golden_is_named(tmp_path):
+@pytest.mark.parametrize("name", ["noise", "pos_left_padded"])
+def test_tampered_golden_is_named(tmp_path, name):
     import shutil
 
     folder = tmp_path / "golden"
     shutil.copytree(store.GOLDEN_DIR, folder)
-    path = folder / "noise.safetensors"
+    path = folder / f"{name}.safetensors"
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(store.GoldenIntegrityError, match="noise.safetensors"):
-        store.read_case("noise", folder)
+    with pytest.raises(store.GoldenIntegrityError, match=f"{name}.safetensors"):
+        store.read_case(name, folder)
     manifest = json.loads((folder / store.MANIFEST).read_text())
-    assert "noise.safetensors" in manifest["files"]
+    assert f"{name}.safetensors" in manifest["files"]
+
+
+# ------------------------------------------------------------------ positions goldens
+
+
+def test_positions_cases_cover_the_required_layouts():
+    kinds = {case.name: case.inputs() for case in POSITION_CASES}
+    assert len(kinds) >= 5
+    stored = {name: store.read_case(name)[0] for name in kinds}
+    images = [t["image_grid_thw"] for t in stored.values() if "image_grid_thw" in t]
+    assert any(len(g) >= 2 and len({tuple(r) for r in g.tolist()}) == len(g) for g in images)  # different grids
+    assert any("image_grid_thw" in t and "video_grid_thw" in t and (t["second_per_grid_ts"] != 1).all()
+               for t in stored.values())
+    assert any("image_grid_thw" not in t and t.get("video_grid_thw", np.zeros((0, 3)))[:, 0].tolist() == [3]
+               for t in stored.values())
+    padded = [t for t in stored.values() if "attention_mask" in t]
+    assert any(t["input_ids"].shape[0] == 2 and (t["attention_mask"][:, 0] == 0).any() for t in padded)
+
+
+@pytest.mark.parametrize("case", POSITION_CASES, ids=lambda c: c.name)
+def test_positions_inputs_are_the_stored_ones(case):
+    stored, meta = store.read_case(case.name)
+    assert meta["kind"] == "positions" and "get_rope_index" in meta["hf_crosscheck"]
+    for name, value in case.inputs().arrays().items():
+        assert stored[name].dtype == value.dtype, name
+        np.testing.assert_array_equal(stored[name], value, err_msg=f"{case.name}: {name}")
+
+
+@pytest.mark.parametrize("case", POSITION_CASES, ids=lambda c: c.name)
+def test_reference_reproduces_positions(case):
+    """Integers exactly, float64 cos/sin bit for bit (elementwise cos/sin: no BLAS in the way)."""
+    stored, meta = store.read_case(case.name)
+    tensors = position_goldens.run_reference(case)
+    assert sorted(tensors) == sorted(stored)
+    for key, value in tensors.items():
+        assert stored[key].dtype == value.dtype, key
+        np.testing.assert_array_equal(stored[key], value, err_msg=f"{case.name}: {key}")
+    assert stored["mrope_cos"].dtype == np.float64 and stored["position_ids"].dtype == np.int64
+
+
+@pytest.mark.parametrize("case", POSITION_CASES, ids=lambda c: c.name)
+def test_port_reproduces_positions(case):
+    """The torch port's expansion and rope index give the stored integers exactly."""
+    import torch
+
+    from goldenlib.cases import IMAGE_PAD, POSITION_PARAMS, VIDEO_PAD
+    from torch_port import expand_vision_tokens, qwen2_5_vl_rope_index
+
+    stored, _ = store.read_case(case.name)
+    t = {name: torch.from_numpy(value) for name, value in stored.items()}
+    merge = POSITION_PARAMS["spatial_merge_size"]
+    ids, types = expand_vision_tokens(t["input_ids"], t.get("image_grid_thw"), t.get("video_grid_thw"),
+                                      image_token_id=IMAGE_PAD, video_token_id=VIDEO_PAD, merge_size=merge)
+    position_ids, deltas = qwen2_5_vl_rope_index(ids, types, t.get("image_grid_thw"), t.get("video_grid_thw"),
+                                                 t.get("second_per_grid_ts"), t.get("attention_mask"),
+                                                 spatial_merge_size=merge,
+                                                 tokens_per_second=POSITION_PARAMS["tokens_per_second"])
+    for name, value in [("expanded_input_ids", ids), ("mm_token_type_ids", types), ("position_ids", position_ids),
+                        ("deltas", deltas)]:
+        assert value.dtype == torch.int64, name
+        np.testing.assert_array_equal(value.numpy(), stored[name], err_msg=f"{case.name}: {name}")
