@@ -7,6 +7,8 @@
   and the parity scenarios' code).
 * :mod:`goldenlib.image_goldens`, :mod:`goldenlib.tower_goldens` - the reference's stages of each kind.
 * :mod:`goldenlib.hf_image`, :mod:`goldenlib.hf_vision` - the same stages as HF / Pillow compute them.
+* :mod:`goldenlib.position_goldens`, :mod:`goldenlib.hf_positions` - the positions cases (placeholder
+  expansion, mRoPE position ids, text rotary): the reference's stages and HF's.
 * :mod:`goldenlib.store` - the files: safetensors per case, sha256 manifest, atomic replacement.
 * :mod:`goldenlib.blas` - the OpenBLAS kernel the float64 goldens were computed with.
 """
