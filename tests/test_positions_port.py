@@ -358,3 +358,20 @@ def test_port_equals_the_reference_on_random_layouts():
         got = qwen2_5_vl_rope_index(ids, types, image_grid, video_grid, seconds and torch.tensor(seconds), mask,
                                     spatial_merge_size=merge)
         assert np.array_equal(got[0].numpy(), want[0]) and np.array_equal(got[1].numpy(), want[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_positions_and_rotary_on_cuda():
+    rows = [[("text", 3), ("image", (1, 4, 6)), ("text", 2), ("video", (3, 4, 4)), ("text", 4)],
+            [("text", 5), ("image", (1, 8, 2)), ("text", 7)]]
+    ids, types, image_grid, video_grid, mask = build_batch(rows, "left")
+    seconds = torch.tensor([2 / 3])
+    want = hf_rope_index(ids, types, image_grid, video_grid, seconds, mask)
+    got = qwen2_5_vl_rope_index(ids.cuda(), types.cuda(), image_grid, video_grid, seconds, mask.cuda())
+    assert got[0].is_cuda and got[1].is_cuda
+    assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])
+    rope = Qwen2_5_VLRotaryPositionalEmbeddings(HEAD_DIM, SECTION).cuda()
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, ids.shape[1], 4, HEAD_DIM, device="cuda").to(dtype)
+        bound = MROPE_PORT_FLOAT32_VS_HF_BOUND if dtype == torch.float32 else MROPE_PORT_BFLOAT16_VS_HF_BOUND
+        assert rel_error(rope(x, input_pos=got[0]), hf_rotate(x, got[0])) <= bound
