@@ -145,7 +145,8 @@ def test_rope_index_matches_hf_on_golden_layouts(name):
 
 def test_rope_index_right_padding_and_text_only():
     rows = [[("text", 2), ("video", (2, 4, 4)), ("text", 3)], [("text", 3)]]
-    assert_same_as_hf(*build_batch(rows, "right")[:4], torch.tensor([0.5, ]), build_batch(rows, "right")[4])
+    ids, types, image_grid, video_grid, mask = build_batch(rows, "right")
+    assert_same_as_hf(ids, types, image_grid, video_grid, torch.tensor([0.5]), mask)
     ids = torch.randint(0, 1000, (2, 7))
     pos, delta = assert_same_as_hf(ids, torch.zeros_like(ids), None, None, None, None)
     assert torch.equal(pos[0, 0], torch.arange(7)) and not delta.any()

@@ -80,17 +80,18 @@ class Qwen2_5_VLRotaryPositionalEmbeddings(nn.Module):
         b, s = x.shape[:2]
         if input_pos is None:
             pos = torch.arange(s, device=x.device).expand(3, b, s)
-        elif input_pos.ndim == 2 and input_pos.shape[1] == s and input_pos.shape[0] in (1, b):
-            pos = input_pos.expand(3, b, s)
-        elif input_pos.ndim == 3 and input_pos.shape[0] == 3 and input_pos.shape[2] == s and input_pos.shape[1] in (1, b):
-            pos = input_pos.expand(3, b, s)
+        elif input_pos.ndim in (2, 3) and input_pos.shape[-1] == s and input_pos.shape[-2] in (1, b) and (
+                input_pos.ndim == 2 or input_pos.shape[0] == 3):
+            pos = input_pos.expand(3, b, s)  # [b, s]: the same position on the three axes
         else:
-            raise ValueError(f"input_pos must be [b, s] or [3, b, s] with b = {b}, s = {s}, got {list(input_pos.shape)}")
+            raise ValueError(f"input_pos must be [b, s] or [3, b, s] with b = {b}, s = {s}, "
+                             f"got {list(input_pos.shape)}")
         if pos.is_floating_point():
             raise ValueError(f"input_pos must hold integer positions, got dtype {pos.dtype}")
         table = self._cos_sin(pos.to(self.theta.device))  # [2, 3, b, s, d/2]
         # chunk i of the frequencies comes from axis i % 3 (time, height, width)
-        table = torch.cat([chunk[:, i % 3] for i, chunk in enumerate(table.split(self.mrope_section, dim=-1))], dim=-1)
+        chunks = table.split(self.mrope_section, dim=-1)
+        table = torch.cat([chunk[:, i % 3] for i, chunk in enumerate(chunks)], dim=-1)
         table = torch.cat([table, table], dim=-1).to(device=x.device, dtype=x.dtype)  # [2, b, s, d]
         cos, sin = table[0, :, :, None], table[1, :, :, None]
         return x * cos + rotate_half(x) * sin
