@@ -18,6 +18,7 @@ from .activations import ACTIVATIONS
 from .vision import (apply_rotary, full_cu_seqlens, patch_embed, patch_merger, rms_norm, rotary_cos_sin,
                      segment_attention, vision_attention, vision_block, vision_forward, vision_mlp, window_index)
 from .rope_index import rope_index
+from .validate import RopeIndexLayoutError
 from .mrope import apply_mrope, mrope_cos_sin
 from .vision_tokens import expand_vision_tokens
 from . import fast  # noqa: E402  (after the plain modules it builds on)

@@ -107,7 +107,9 @@ def rope_index(input_ids, mm_token_type_ids, image_grid_thw=None, video_grid_thw
     run without a grid or a grid without a run (HF: StopIteration / TypeError, or ignores extra
     grids), a run whose length differs from its grid's token count (HF: RuntimeError on a shape),
     h or w not a multiple of the merge size (HF floors), second_per_grid_ts of the wrong length,
-    token types or mask of the wrong shape, unknown token types, a fully masked row.
+    token types or mask of the wrong shape, unknown token types, a fully masked row. Where HF
+    raises a RuntimeError (runs, shapes), the error is a RopeIndexLayoutError: a ValueError that is
+    also a RuntimeError.
     """
     m = check_merge_size(spatial_merge_size, "rope_index")
     types, keep = check_token_rows(input_ids, mm_token_type_ids, attention_mask)

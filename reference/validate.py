@@ -3,6 +3,12 @@
 import numpy as np
 
 
+class RopeIndexLayoutError(ValueError, RuntimeError):
+    """Token types, mask, runs and grids that do not fit together. A ValueError that is also the
+    RuntimeError HF's get_rope_index raises on such inputs (a shape mismatch deep inside it);
+    torch_port has the same class."""
+
+
 # ---------------------------------------------------------------- images
 
 
@@ -135,7 +141,7 @@ def check_token_rows(input_ids, mm_token_type_ids, attention_mask):
     if types.ndim == 1:
         types = types[None]
     if types.shape != ids.shape:
-        raise ValueError(f"mm_token_type_ids has shape {np.shape(mm_token_type_ids)}; "
+        raise RopeIndexLayoutError(f"mm_token_type_ids has shape {np.shape(mm_token_type_ids)}; "
                          f"input_ids has shape {np.shape(input_ids)} and they must match")
     unknown = sorted(set(np.unique(types).tolist()) - set(TOKEN_TYPES))
     if unknown:
@@ -147,12 +153,12 @@ def check_token_rows(input_ids, mm_token_type_ids, attention_mask):
         if keep.ndim == 1:
             keep = keep[None]
         if keep.shape != ids.shape:
-            raise ValueError(f"attention_mask has shape {np.shape(attention_mask)}; "
+            raise RopeIndexLayoutError(f"attention_mask has shape {np.shape(attention_mask)}; "
                              f"input_ids has shape {np.shape(input_ids)} and they must match")
         keep = keep != 0  # HF: attention_mask.bool()
     empty = [row for row in range(ids.shape[0]) if not keep[row].any()]
     if empty:
-        raise ValueError(f"rows {empty} have no unmasked tokens (attention_mask is all 0 there)")
+        raise RopeIndexLayoutError(f"rows {empty} have no unmasked tokens (attention_mask is all 0 there)")
     return types.astype(np.int64), keep
 
 
@@ -167,12 +173,12 @@ def check_vision_runs(runs, grids, merge_size):
         mine = [run for run in runs if run[1] == kind]
         name = TOKEN_TYPES[kind]
         if len(mine) != len(grid):
-            raise ValueError(f"{len(mine)} {name} runs in mm_token_type_ids (unmasked tokens) but "
+            raise RopeIndexLayoutError(f"{len(mine)} {name} runs in mm_token_type_ids (unmasked tokens) but "
                              f"{len(grid)} {name} grids in {name}_grid_thw; they must be equal")
         for (row, _, start, end), thw in zip(mine, grid.tolist()):
             tokens = thw[0] * thw[1] * thw[2] // merge_size**2
             if end - start != tokens:
-                raise ValueError(f"{name} run at row {row}, unmasked tokens {start}..{end - 1}, has {end - start} "
+                raise RopeIndexLayoutError(f"{name} run at row {row}, unmasked tokens {start}..{end - 1}, has {end - start} "
                                  f"tokens but its grid {thw} gives {tokens} (t*h*w // {merge_size}**2); "
                                  f"two {name}s next to each other need a text token between them")
 

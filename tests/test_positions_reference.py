@@ -283,6 +283,22 @@ def test_bad_inputs_raise_clear_errors(hf_model):
         proc.validate_inputs(images=[np.zeros((4, 4, 3), np.uint8)] * 2, text=["<|image_pad|>"])
 
 
+def test_layout_errors_are_the_runtime_error_hf_raises(hf_model):
+    """A vision run whose length does not fit its grid, or token types of another shape: HF's
+    get_rope_index fails with a RuntimeError deep inside; the reference raises its clear
+    RopeIndexLayoutError, which is that RuntimeError class too (and a ValueError)."""
+    rng = np.random.default_rng(8)
+    grid = [[1, 4, 4]]
+    ids, types = one(expanded([placeholder_row([2, "image", 2], rng)], grid))
+    for bad_grid, bad_types in (([[1, 4, 8]], types), (grid, types[:, :-1])):
+        with pytest.raises(RuntimeError):
+            hf_model.get_rope_index(torch.as_tensor(ids), torch.as_tensor(bad_types, dtype=torch.int32),
+                                    torch.as_tensor(bad_grid), None, None, None)
+        with pytest.raises(RuntimeError) as caught:
+            reference.rope_index(ids, bad_types, bad_grid)
+        assert isinstance(caught.value, ValueError) and isinstance(caught.value, reference.RopeIndexLayoutError)
+
+
 # ---------------------------------------------------------------- the rotary
 
 
