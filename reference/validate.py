@@ -137,29 +137,29 @@ def check_token_rows(input_ids, mm_token_type_ids, attention_mask):
         ids = ids[None]
     if ids.ndim != 2:
         raise ValueError(f"input_ids must be [batch, seq] (or one 1-D sequence), got shape {ids.shape}")
-    types = np.asarray(mm_token_type_ids)
-    if types.ndim == 1:
-        types = types[None]
-    if types.shape != ids.shape:
-        raise RopeIndexLayoutError(f"mm_token_type_ids has shape {np.shape(mm_token_type_ids)}; "
-                         f"input_ids has shape {np.shape(input_ids)} and they must match")
+    types = _rows_like("mm_token_type_ids", mm_token_type_ids, ids, input_ids)
     unknown = sorted(set(np.unique(types).tolist()) - set(TOKEN_TYPES))
     if unknown:
         raise ValueError(f"mm_token_type_ids has values {unknown}; only 0 (text), 1 (image), 2 (video) are known")
     if attention_mask is None:
         keep = np.ones(ids.shape, bool)
     else:
-        keep = np.asarray(attention_mask)
-        if keep.ndim == 1:
-            keep = keep[None]
-        if keep.shape != ids.shape:
-            raise RopeIndexLayoutError(f"attention_mask has shape {np.shape(attention_mask)}; "
-                             f"input_ids has shape {np.shape(input_ids)} and they must match")
-        keep = keep != 0  # HF: attention_mask.bool()
+        keep = _rows_like("attention_mask", attention_mask, ids, input_ids) != 0  # HF: attention_mask.bool()
     empty = [row for row in range(ids.shape[0]) if not keep[row].any()]
     if empty:
         raise RopeIndexLayoutError(f"rows {empty} have no unmasked tokens (attention_mask is all 0 there)")
     return types.astype(np.int64), keep
+
+
+def _rows_like(name, value, ids, input_ids):
+    """`value` as [batch, seq] (a 1-D sequence is a batch of one), which must be the shape of ids."""
+    rows = np.asarray(value)
+    if rows.ndim == 1:
+        rows = rows[None]
+    if rows.shape != ids.shape:
+        raise RopeIndexLayoutError(f"{name} has shape {np.shape(value)}; input_ids has shape "
+                                   f"{np.shape(input_ids)} and they must match")
+    return rows
 
 
 def check_vision_runs(runs, grids, merge_size):
