@@ -1,8 +1,12 @@
 """Qwen2.5-VL vision encoder and image transform in torch, laid out like a torchtune model folder.
 
 Self-contained (torch, numpy, Pillow, safetensors): the folder can be copied into a torchtune
-checkout as ``torchtune/models/qwen2_5_vision/``.
+checkout as ``torchtune/models/qwen2_5_vision/``. The whole model (torchtune's ``EarlyFusionModel``
+with the Qwen2 decoder) needs torchtune; its names are imported on first use (``_LAZY``), so
+``import torch_port``, the vision encoder and the transforms work without torchtune installed.
 """
+
+import importlib
 
 import warnings
 
@@ -71,7 +75,17 @@ __all__ = [
 _RENAMED = {"RMSNorm": "Qwen2_5_VisionRMSNorm", "FeedForward": "Qwen2_5_VisionMLP"}
 
 
+# Names whose modules import torchtune: loaded on first access (name -> module of this folder)
+_LAZY: dict[str, str] = {}
+
+__all__ += sorted(_LAZY)
+
+
 def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
     if name in _RENAMED:
         new = _RENAMED[name]
         warnings.warn(f"torch_port.{name} is deprecated; use torch_port.{new}", DeprecationWarning, stacklevel=2)
