@@ -1,0 +1,105 @@
+"""Batch collation of :class:`Qwen2_5_VLTransform` samples for torchtune's recipes.
+
+torchtune's training step pops ``labels`` from the batch and calls ``model(**batch)``, so every
+other key is a keyword of the model's forward: the grids reach the vision encoder inside
+``encoder_input`` and the mRoPE positions arrive as ``input_pos``; without them the model would
+fall back to nothing (the grids) or to 1-D positions.
+
+Positions of padded slots are 0 on all three axes: what HF's ``get_rope_index`` returns for a padded
+batch with its attention mask (it positions the unpadded tokens of each row on their own and leaves
+the rest at 0). Each row's positions depend on that row alone, so padding the samples' own
+``input_pos`` with zeros gives exactly the batch's positions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import torch
+import torch.nn.functional as F
+from torchtune.data import CROSS_ENTROPY_IGNORE_IDX
+from torchtune.generation import get_causal_mask_from_padding_mask
+
+__all__ = ["padded_collate_qwen2_5_vl"]
+
+PAD_ID = 151643  # <|endoftext|>, the pad token of Qwen's tokenizers
+MODALITIES = ("image", "video")
+
+
+def _pad(rows: List[torch.Tensor], width: int, value: int, left: bool) -> torch.Tensor:
+    """[..., s_i] tensors -> [b, ..., width], padded with ``value`` on the right or the left."""
+    return torch.stack([F.pad(row, (width - row.shape[-1], 0) if left else (0, width - row.shape[-1]), value=value)
+                        for row in rows])
+
+
+def padded_collate_qwen2_5_vl(
+    batch: List[Dict[str, Any]],
+    padding_idx: int = PAD_ID,
+    ignore_idx: int = CROSS_ENTROPY_IGNORE_IDX,
+    pad_direction: str = "right",
+) -> Dict[str, Any]:
+    """Pad tokens, labels and positions to the longest sample; concatenate pixel values and grids.
+
+    Args:
+        batch (list[dict]): samples of :class:`Qwen2_5_VLTransform`: ``tokens`` and ``labels``
+            (length s_i), ``input_pos`` ``[3, s_i]``, ``encoder_input`` (may be empty).
+        padding_idx (int): token id of padded slots (the tokenizer's ``pad_id``).
+        ignore_idx (int): label of padded slots (the loss's ignore index).
+        pad_direction (str): ``"right"`` (training) or ``"left"`` (generation).
+
+    Returns:
+        dict: ``tokens`` int64 ``[b, s]``, ``labels`` int64 ``[b, s]``, ``input_pos`` int64 ``[3, b, s]``
+        (0 in padded slots), ``encoder_input`` ``{"image": {"pixel_values" [sum N, D], "grid_thw"
+        [n, 3]}, "video": {...}}`` (a modality only when some sample has it; images in batch order,
+        the order in which the model fills the placeholders), and with left padding ``mask``
+        ``[b, s, s]`` bool (causal, padded keys hidden). Other sample keys are not collated.
+
+    Raises:
+        ValueError: an empty batch, an unknown ``pad_direction``, a sample whose ``tokens``,
+            ``labels`` and ``input_pos`` lengths differ (or that lacks one of them), or an
+            ``encoder_input`` key other than image and video.
+    """
+    if pad_direction not in ("right", "left"):
+        raise ValueError(f"pad_direction must be 'right' or 'left', got {pad_direction!r}")
+    if not batch:
+        raise ValueError("batch is empty")
+    tokens, labels, positions = [], [], []
+    for k, sample in enumerate(batch):
+        missing = [key for key in ("tokens", "labels", "input_pos") if key not in sample]
+        if missing:
+            raise ValueError(f"batch[{k}] lacks {missing} (keys: {sorted(sample)}); use Qwen2_5_VLTransform samples")
+        ids = torch.as_tensor(sample["tokens"], dtype=torch.int64)
+        lab = torch.as_tensor(sample["labels"], dtype=torch.int64)
+        pos = torch.as_tensor(sample["input_pos"], dtype=torch.int64)
+        if ids.ndim != 1 or lab.shape != ids.shape or pos.shape != (3, ids.shape[0]):
+            raise ValueError(
+                f"batch[{k}]: tokens {list(ids.shape)}, labels {list(lab.shape)} and input_pos {list(pos.shape)} "
+                f"must be [s], [s] and [3, s] for one s"
+            )
+        unknown = sorted(set(sample.get("encoder_input") or {}) - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"batch[{k}]['encoder_input'] has unknown keys {unknown}; expected {list(MODALITIES)}")
+        tokens.append(ids)
+        labels.append(lab)
+        positions.append(pos)
+    width = max(t.shape[0] for t in tokens)
+    left = pad_direction == "left"
+    out: Dict[str, Any] = {
+        "tokens": _pad(tokens, width, padding_idx, left),
+        "labels": _pad(labels, width, ignore_idx, left),
+        "input_pos": _pad(positions, width, 0, left).transpose(0, 1).contiguous(),  # [3, b, s]
+    }
+    encoder_input = {}
+    for modality in MODALITIES:
+        parts = [sample["encoder_input"][modality] for sample in batch
+                 if modality in (sample.get("encoder_input") or {})]
+        if parts:
+            encoder_input[modality] = {
+                "pixel_values": torch.cat([p["pixel_values"] for p in parts]),
+                "grid_thw": torch.cat([torch.as_tensor(p["grid_thw"]).view(-1, 3) for p in parts]),
+            }
+    out["encoder_input"] = encoder_input
+    if left:
+        real = _pad([torch.ones_like(t) for t in tokens], width, 0, True).bool()  # [b, s]
+        out["mask"] = get_causal_mask_from_padding_mask(real)
+    return out
