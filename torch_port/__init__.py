@@ -76,7 +76,10 @@ _RENAMED = {"RMSNorm": "Qwen2_5_VisionRMSNorm", "FeedForward": "Qwen2_5_VisionML
 
 
 # Names whose modules import torchtune: loaded on first access (name -> module of this folder)
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "Qwen2_5_VLTransform": "._model_transform",
+    "padded_collate_qwen2_5_vl": "._collate",
+}
 
 __all__ += sorted(_LAZY)
 
