@@ -12,8 +12,13 @@ import warnings
 
 from ._activations import ACTIVATIONS
 from ._checkpoint import load_hf_checkpoint, load_hf_vision
-from ._component_builders import qwen2_5_vision_encoder
-from ._convert_weights import qwen2_5_vision_hf_to_tune, qwen2_5_vision_tune_to_hf
+from ._component_builders import qwen2_5_vision_encoder, qwen2_5_vl
+from ._convert_weights import (
+    qwen2_5_vision_hf_to_tune,
+    qwen2_5_vision_tune_to_hf,
+    qwen2_5_vl_hf_to_tune,
+    qwen2_5_vl_tune_to_hf,
+)
 from ._encoder import (
     Qwen2_5_VisionAttention,
     Qwen2_5_VisionBlock,
@@ -27,12 +32,17 @@ from ._encoder import (
     segment_attention,
 )
 from ._model_builders import (
+    qwen2_5_vl_3b,
+    qwen2_5_vl_7b,
+    qwen2_5_vl_32b,
+    qwen2_5_vl_72b,
     qwen2_5_vl_3b_vision_encoder,
     qwen2_5_vl_7b_vision_encoder,
     qwen2_5_vl_32b_vision_encoder,
     qwen2_5_vl_72b_vision_encoder,
     qwen2_5_vl_image_transform,
 )
+from ._model_loading import load_hf_model
 from ._mrope import Qwen2_5_VLRotaryPositionalEmbeddings
 from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding, apply_rotary_emb, vision_position_ids
 from ._rope_index import RopeIndexLayoutError, qwen2_5_vl_rope_index
@@ -57,6 +67,7 @@ __all__ = [
     "apply_rotary_emb",
     "expand_vision_tokens",
     "load_hf_checkpoint",
+    "load_hf_model",
     "load_hf_vision",
     "qwen2_5_vision_encoder",
     "qwen2_5_vision_hf_to_tune",
@@ -65,6 +76,13 @@ __all__ = [
     "qwen2_5_vl_7b_vision_encoder",
     "qwen2_5_vl_32b_vision_encoder",
     "qwen2_5_vl_72b_vision_encoder",
+    "qwen2_5_vl",
+    "qwen2_5_vl_3b",
+    "qwen2_5_vl_7b",
+    "qwen2_5_vl_32b",
+    "qwen2_5_vl_72b",
+    "qwen2_5_vl_hf_to_tune",
+    "qwen2_5_vl_tune_to_hf",
     "qwen2_5_vl_rope_index",
     "qwen2_5_vl_image_transform",
     "segment_attention",
@@ -77,6 +95,7 @@ _RENAMED = {"RMSNorm": "Qwen2_5_VisionRMSNorm", "FeedForward": "Qwen2_5_VisionML
 
 # Names whose modules import torchtune: loaded on first access (name -> module of this folder)
 _LAZY: dict[str, str] = {
+    "Qwen2_5_VLEarlyFusionModel": "._fusion",
     "Qwen2_5_VLTransform": "._model_transform",
     "padded_collate_qwen2_5_vl": "._collate",
 }

@@ -1,4 +1,7 @@
-"""Component builders: assemble the Qwen2.5-VL vision encoder from plain sizes (no hidden defaults).
+"""Component builders: assemble the Qwen2.5-VL vision encoder and the whole model from plain sizes.
+
+``qwen2_5_vl`` (the whole model) imports torchtune inside the function, so this file stays
+importable without torchtune.
 
 Arguments take torchtune's names (``embed_dim``, ``num_layers``, ``num_heads``,
 ``intermediate_dim``, ``out_dim``, ``activation``, ``rope_base``, ``norm_eps``, ...). HF's names for
@@ -22,7 +25,7 @@ from ._encoder import (
 )
 from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding
 
-__all__ = ["qwen2_5_vision_encoder"]
+__all__ = ["qwen2_5_vision_encoder", "qwen2_5_vl", "qwen2_5_vl_decoder"]
 
 Activation = Union[str, Callable[[], nn.Module]]
 
@@ -154,4 +157,126 @@ def qwen2_5_vision_encoder(
         spatial_merge_size=spatial_merge_size,
         window_size=window_size,
         fullatt_block_indexes=fullatt,
+    )
+
+
+def qwen2_5_vl_decoder(
+    *,
+    vocab_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    embed_dim: int,
+    intermediate_dim: int,
+    max_seq_len: int,
+    norm_eps: float,
+    rope_base: float,
+    mrope_section: Union[list[int], tuple[int, ...]],
+    tie_word_embeddings: bool,
+) -> nn.Module:
+    """The Qwen2.5-VL text decoder: torchtune's ``qwen2`` with mRoPE in every layer.
+
+    torchtune's ``qwen2`` builds one 1-D ``Qwen2RotaryPositionalEmbeddings`` shared by all layers;
+    it is replaced by one shared ``Qwen2_5_VLRotaryPositionalEmbeddings(head_dim, mrope_section,
+    rope_base, max_seq_len)``. Attention matches HF's ``Qwen2_5_VLAttention``: q/k/v with bias,
+    output without, head_dim = embed_dim / num_heads, GQA with ``num_kv_heads``, scale head_dim**-0.5.
+
+    Returns:
+        torchtune ``TransformerDecoder``: ``[b, s, embed_dim]`` embeddings (after fusion) ->
+        ``[b, s, vocab_size]`` logits.
+    """
+    from torchtune.models.qwen2._component_builders import qwen2
+
+    from ._mrope import Qwen2_5_VLRotaryPositionalEmbeddings
+
+    if embed_dim % num_heads:
+        raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+    if num_heads % num_kv_heads:
+        raise ValueError(f"num_heads {num_heads} is not divisible by num_kv_heads {num_kv_heads}")
+    decoder = qwen2(
+        vocab_size=vocab_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        embed_dim=embed_dim,
+        intermediate_dim=intermediate_dim,
+        max_seq_len=max_seq_len,
+        norm_eps=norm_eps,
+        rope_base=rope_base,
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    rope = Qwen2_5_VLRotaryPositionalEmbeddings(
+        embed_dim // num_heads, mrope_section, base=rope_base, max_seq_len=max_seq_len
+    )
+    for layer in decoder.layers:
+        layer.attn.pos_embeddings = rope  # one module shared by every layer, as qwen2 does
+    return decoder
+
+
+def qwen2_5_vl(
+    *,
+    encoder: Qwen2_5_VisionEncoder,
+    vocab_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    embed_dim: int,
+    intermediate_dim: int,
+    max_seq_len: int,
+    norm_eps: float,
+    rope_base: float,
+    mrope_section: Union[list[int], tuple[int, ...]],
+    tie_word_embeddings: bool,
+    image_token_id: int = 151655,
+    video_token_id: int = 151656,
+    decoder_trainable: bool = True,
+    encoder_trainable: bool = True,
+):
+    """Build Qwen2.5-VL: a torchtune ``EarlyFusionModel`` of the mRoPE Qwen2 decoder and ``encoder``.
+
+    The vision tower is passed built (``qwen2_5_vision_encoder(...)`` or a ``*_vision_encoder``
+    model builder), so its sizes are not repeated here; its output width must be ``embed_dim``.
+
+    Args:
+        encoder (Qwen2_5_VisionEncoder): the vision tower, used for images and videos alike.
+        vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, intermediate_dim (int): decoder
+            sizes (HF: vocab_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
+            hidden_size, intermediate_size).
+        max_seq_len (int): longest sequence (KV cache size, cached rotary table).
+        norm_eps (float): RMSNorm epsilon (HF: rms_norm_eps).
+        rope_base (float): rotary base (HF: rope_theta).
+        mrope_section (list[int]): frequencies per axis (t, h, w), summing to head_dim / 2.
+        tie_word_embeddings (bool): output projection shares the token embedding (no separate weight).
+        image_token_id, video_token_id (int): placeholder ids (HF config; released 151655, 151656).
+        decoder_trainable, encoder_trainable (bool): False freezes that part. Default: all trainable.
+
+    Returns:
+        Qwen2_5_VLEarlyFusionModel: state-dict keys ``decoder.*`` (with ``decoder.tok_embeddings``)
+        and ``encoders.image.*`` (the one vision tower).
+    """
+    from ._fusion import Qwen2_5_VLEarlyFusionModel
+
+    out_dim = encoder.merger.mlp.w2.out_features
+    if out_dim != embed_dim:
+        raise ValueError(f"the vision encoder outputs width {out_dim}, the decoder's embed_dim is {embed_dim}")
+    decoder = qwen2_5_vl_decoder(
+        vocab_size=vocab_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        embed_dim=embed_dim,
+        intermediate_dim=intermediate_dim,
+        max_seq_len=max_seq_len,
+        norm_eps=norm_eps,
+        rope_base=rope_base,
+        mrope_section=mrope_section,
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    return Qwen2_5_VLEarlyFusionModel(
+        decoder,
+        encoder,
+        image_token_id=image_token_id,
+        video_token_id=video_token_id,
+        decoder_trainable=decoder_trainable,
+        encoder_trainable=encoder_trainable,
     )

@@ -1,4 +1,5 @@
-"""Convert Qwen2.5-VL vision weights between HF Transformers and this port.
+"""Convert Qwen2.5-VL weights between HF Transformers and this port: the vision tower, and whole
+checkpoints (``qwen2_5_vl_hf_to_tune`` / ``qwen2_5_vl_tune_to_hf``, table at the end of the file).
 
 Key table (HF key without prefix -> port key; ``{}`` is the block number)::
 
@@ -35,6 +36,8 @@ import torch
 
 __all__ = [
     "is_hf_vision_key",
+    "qwen2_5_vl_hf_to_tune",
+    "qwen2_5_vl_tune_to_hf",
     "qwen2_5_vision_hf_to_tune",
     "qwen2_5_vision_tune_to_hf",
 ]
@@ -170,4 +173,153 @@ def qwen2_5_vision_tune_to_hf(
         out[hf_key] = value
     if unknown:
         raise ValueError(f"unexpected port keys: {unknown}")
+    return out
+
+
+# ------------------------------------------------------------------ whole checkpoints
+#
+# Text keys (HF key after the language-model prefix -> port key under ``decoder.``), the table
+# torchtune's Qwen2 conversion also walks:
+#
+#     embed_tokens.weight                          tok_embeddings.weight
+#     layers.{}.self_attn.{q,k,v}_proj.{weight,bias}  layers.{}.attn.{q,k,v}_proj.{weight,bias}
+#     layers.{}.self_attn.o_proj.weight            layers.{}.attn.output_proj.weight
+#     layers.{}.mlp.gate_proj.weight               layers.{}.mlp.w1.weight
+#     layers.{}.mlp.down_proj.weight               layers.{}.mlp.w2.weight
+#     layers.{}.mlp.up_proj.weight                 layers.{}.mlp.w3.weight
+#     layers.{}.input_layernorm.weight             layers.{}.sa_norm.scale
+#     layers.{}.post_attention_layernorm.weight    layers.{}.mlp_norm.scale
+#     norm.weight                                  norm.scale
+#     (lm_head.weight, no prefix)                  output.weight
+#
+# Language-model prefix: ``model.`` (released checkpoints) or ``model.language_model.``
+# (transformers 5.x ``state_dict()``). Vision keys: ``visual.*`` / ``model.visual.*`` -> ``encoders.image.*``
+# through the vision table above. Rotary ``inv_freq`` buffers are skipped.
+
+_TEXT_FROM_HF = {
+    "embed_tokens.weight": "tok_embeddings.weight",
+    "norm.weight": "norm.scale",
+    "layers.{}.input_layernorm.weight": "layers.{}.sa_norm.scale",
+    "layers.{}.post_attention_layernorm.weight": "layers.{}.mlp_norm.scale",
+    "layers.{}.self_attn.o_proj.weight": "layers.{}.attn.output_proj.weight",
+    "layers.{}.mlp.gate_proj.weight": "layers.{}.mlp.w1.weight",
+    "layers.{}.mlp.down_proj.weight": "layers.{}.mlp.w2.weight",
+    "layers.{}.mlp.up_proj.weight": "layers.{}.mlp.w3.weight",
+    **{
+        f"layers.{{}}.self_attn.{p}_proj.{kind}": f"layers.{{}}.attn.{p}_proj.{kind}"
+        for p in "qkv"
+        for kind in ("weight", "bias")
+    },
+}
+_TEXT_TO_HF = {tune: hf for hf, tune in _TEXT_FROM_HF.items()}
+_LM_HEAD, _OUTPUT = "lm_head.weight", "output.weight"
+_DECODER, _ENCODER = "decoder.", "encoders.image."
+_HF_TEXT_PREFIXES = ("model.language_model.", "model.")  # the longer one first
+_HF_VISION_PREFIXES_WHOLE = ("model.visual.", "visual.")
+
+
+def _split_hf_key(key: str) -> tuple[str, str | None]:
+    """("vision" | "text" | "head", key without prefix), or ("unknown", None)."""
+    for prefix in _HF_VISION_PREFIXES_WHOLE:
+        if key.startswith(prefix):
+            return "vision", key[len(prefix) :]
+    if key == _LM_HEAD:
+        return "head", key
+    for prefix in _HF_TEXT_PREFIXES:
+        if key.startswith(prefix):
+            return "text", key[len(prefix) :]
+    return "unknown", None
+
+
+def qwen2_5_vl_hf_to_tune_with_origin(state_dict: dict) -> tuple[dict, dict]:
+    """``qwen2_5_vl_hf_to_tune`` that also returns port key -> HF key (for error messages)."""
+    out, origin, problems, vision = {}, {}, [], {}
+    for key, value in state_dict.items():
+        kind, rest = _split_hf_key(key)
+        if kind == "vision":
+            vision[key] = value  # _hf_to_tune strips either vision prefix itself
+            continue
+        if kind == "unknown" or rest.endswith("inv_freq"):
+            if kind == "unknown":
+                problems.append(f"unexpected key {key!r} (not under model., model.language_model., visual., "
+                                "model.visual., nor lm_head.weight)")
+            continue
+        tune_key = _OUTPUT if kind == "head" else _map_key(rest, _TEXT_FROM_HF)
+        if tune_key is None:
+            problems.append(f"unexpected text key {key!r}")
+            continue
+        tune_key = _DECODER + tune_key
+        if tune_key in out:
+            problems.append(f"duplicate key {key!r} (also given as {origin[tune_key]!r})")
+            continue
+        out[tune_key], origin[tune_key] = value, key
+    converted, vision_origin, vision_problems = _hf_to_tune(vision)
+    problems += vision_problems
+    for tune_key, value in converted.items():
+        hf_key = vision_origin[tune_key]
+        if _ENCODER + tune_key in out:
+            problems.append(f"duplicate key {hf_key!r} (also given as {origin[_ENCODER + tune_key]!r})")
+            continue
+        out[_ENCODER + tune_key], origin[_ENCODER + tune_key] = value, hf_key
+    if problems:
+        raise ValueError("cannot convert HF Qwen2.5-VL state dict:\n  " + "\n  ".join(problems))
+    return out, origin
+
+
+def qwen2_5_vl_hf_to_tune(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Whole HF Qwen2.5-VL state dict -> state dict of ``qwen2_5_vl(...)`` (``Qwen2_5_VLEarlyFusionModel``).
+
+    Args:
+        state_dict (dict[str, torch.Tensor]): either HF layout: released checkpoints (``model.layers.*``,
+            ``model.embed_tokens.*``, ``model.norm.*``, ``visual.*``, ``lm_head.*``) or transformers 5.x
+            ``state_dict()`` (``model.language_model.*``, ``model.visual.*``, ``lm_head.*``). A tied
+            checkpoint may lack ``lm_head.weight``; one that has it gets ``decoder.output.weight``
+            (the tied model has no such key: ``load_hf_model`` checks it equals the embedding and drops it).
+
+    Returns:
+        dict[str, torch.Tensor]: ``decoder.*`` and ``encoders.image.*`` keys; the tensors are the
+        inputs (the Conv3d patch weight a reshaped view).
+
+    Raises:
+        ValueError: listing every key that does not map (named), and duplicates.
+    """
+    return qwen2_5_vl_hf_to_tune_with_origin(state_dict)[0]
+
+
+def qwen2_5_vl_tune_to_hf(
+    state_dict: dict[str, torch.Tensor],
+    *,
+    in_channels: int = 3,
+    temporal_patch_size: int = 2,
+    patch_size: int = 14,
+) -> dict[str, torch.Tensor]:
+    """Port state dict -> HF state dict in the RELEASED layout (``model.*``, ``visual.*``, ``lm_head.*``).
+
+    The inverse of ``qwen2_5_vl_hf_to_tune``: exact (same tensors) for a released-layout dict; a
+    transformers-5 dict comes back under the released names. A tied model has no ``lm_head.weight``
+    (as released tied checkpoints). The patch geometry restores the Conv3d weight (released defaults).
+
+    Raises:
+        ValueError: a key outside ``decoder.*`` / ``encoders.image.*`` or one that does not map, named.
+    """
+    out, vision, unknown = {}, {}, []
+    for key, value in state_dict.items():
+        if key.startswith(_ENCODER):
+            vision[key[len(_ENCODER) :]] = value
+            continue
+        rest = key[len(_DECODER) :] if key.startswith(_DECODER) else None
+        if rest == _OUTPUT:
+            out[_LM_HEAD] = value
+            continue
+        hf_key = None if rest is None else _map_key(rest, _TEXT_TO_HF)
+        if hf_key is None:
+            unknown.append(key)
+            continue
+        out["model." + hf_key] = value
+    if unknown:
+        raise ValueError(f"unexpected port keys (not decoder.* / encoders.image.* of Qwen2.5-VL): {unknown}")
+    converted = qwen2_5_vision_tune_to_hf(
+        vision, in_channels=in_channels, temporal_patch_size=temporal_patch_size, patch_size=patch_size
+    )
+    out.update({"visual." + k: v for k, v in converted.items()})
     return out

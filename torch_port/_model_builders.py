@@ -4,12 +4,31 @@ The four released vision towers are identical except for ``out_hidden_size`` (th
 depth 32, hidden 1280, 16 heads (head_dim 80), intermediate 3420, patch 14, temporal patch 2,
 spatial merge 2, window 112 pixels, full attention in blocks 7, 15, 23, 31, SiLU, 3 channels,
 rotary base 10000.
+
+The whole models (``qwen2_5_vl_3b`` ... ``qwen2_5_vl_72b``, torchtune's ``EarlyFusionModel``; torchtune
+is imported when one is built) use the released text configs: rope theta 1e6, mrope_section
+[16, 24, 24], RMSNorm eps 1e-6, image / video pad ids 151655 / 151656, and
+
+    size  layers  width  heads  kv heads  MLP     vocab    tied
+    3B    36      2048   16     2         11008   151936   yes
+    7B    28      3584   28     4         18944   152064   no
+    32B   64      5120   40     8         27648   152064   no
+    72B   80      8192   64     8         29568   152064   no
+
+(7B's vocabulary is 152064 in its released config.json, not 151936.) ``max_seq_len`` (default
+32768) sizes the KV cache and the cached rotary table only; positions past it are computed on
+the fly, the released ``max_position_embeddings`` is 128000. Every parameter is trainable; pass
+``decoder_trainable=False`` / ``encoder_trainable=False`` to freeze a part.
 """
 
-from ._component_builders import qwen2_5_vision_encoder
+from ._component_builders import qwen2_5_vision_encoder, qwen2_5_vl
 from ._encoder import Qwen2_5_VisionEncoder
 
 __all__ = [
+    "qwen2_5_vl_3b",
+    "qwen2_5_vl_7b",
+    "qwen2_5_vl_32b",
+    "qwen2_5_vl_72b",
     "qwen2_5_vl_3b_vision_encoder",
     "qwen2_5_vl_7b_vision_encoder",
     "qwen2_5_vl_32b_vision_encoder",
@@ -61,3 +80,49 @@ def qwen2_5_vl_image_transform(**kwargs):
     from ._transform import Qwen2_5_VLImageTransform
 
     return Qwen2_5_VLImageTransform(**kwargs)
+
+
+def _released_model(
+    *, num_layers, embed_dim, num_heads, num_kv_heads, intermediate_dim, vocab_size, tie_word_embeddings, **kwargs
+):
+    return qwen2_5_vl(
+        encoder=_released_vision_encoder(embed_dim),
+        vocab_size=vocab_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        embed_dim=embed_dim,
+        intermediate_dim=intermediate_dim,
+        max_seq_len=kwargs.pop("max_seq_len", 32768),
+        norm_eps=1e-6,
+        rope_base=1_000_000.0,
+        mrope_section=(16, 24, 24),
+        tie_word_embeddings=tie_word_embeddings,
+        image_token_id=151655,
+        video_token_id=151656,
+        **kwargs,
+    )
+
+
+def qwen2_5_vl_3b(**kwargs):
+    """Qwen2.5-VL-3B (tied embeddings). ``kwargs``: ``max_seq_len``, ``decoder_trainable``, ``encoder_trainable``."""
+    return _released_model(num_layers=36, embed_dim=2048, num_heads=16, num_kv_heads=2, intermediate_dim=11008,
+                           vocab_size=151936, tie_word_embeddings=True, **kwargs)
+
+
+def qwen2_5_vl_7b(**kwargs):
+    """Qwen2.5-VL-7B. ``kwargs``: ``max_seq_len``, ``decoder_trainable``, ``encoder_trainable``."""
+    return _released_model(num_layers=28, embed_dim=3584, num_heads=28, num_kv_heads=4, intermediate_dim=18944,
+                           vocab_size=152064, tie_word_embeddings=False, **kwargs)
+
+
+def qwen2_5_vl_32b(**kwargs):
+    """Qwen2.5-VL-32B. ``kwargs``: ``max_seq_len``, ``decoder_trainable``, ``encoder_trainable``."""
+    return _released_model(num_layers=64, embed_dim=5120, num_heads=40, num_kv_heads=8, intermediate_dim=27648,
+                           vocab_size=152064, tie_word_embeddings=False, **kwargs)
+
+
+def qwen2_5_vl_72b(**kwargs):
+    """Qwen2.5-VL-72B. ``kwargs``: ``max_seq_len``, ``decoder_trainable``, ``encoder_trainable``."""
+    return _released_model(num_layers=80, embed_dim=8192, num_heads=64, num_kv_heads=8, intermediate_dim=29568,
+                           vocab_size=152064, tie_word_embeddings=False, **kwargs)

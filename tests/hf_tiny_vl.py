@@ -1,0 +1,99 @@
+"""Tiny random HF ``Qwen2_5_VLForConditionalGeneration`` models and prompts for them (tests only).
+
+Shared by the fused-model tests and the generation / training tests. The configs use a small
+vocabulary with the special ids inside it (vision start/end 3/4, image/video pads 5/6, HF config
+fields ``vision_start_token_id`` ... ``video_token_id``), float32, eager attention.
+"""
+
+import torch
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = 3, 4, 5, 6
+SPECIAL_IDS = (VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD)
+
+_TEXT_BASE = dict(vocab_size=97, max_position_embeddings=512, rms_norm_eps=1e-6, rope_theta=1e6,
+                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
+_VISION_BASE = dict(patch_size=14, temporal_patch_size=2, spatial_merge_size=2, in_channels=3, hidden_act="silu",
+                    tokens_per_second=2)
+
+# name -> (text config, vision config, tie_word_embeddings). Each vision tower has window and
+# full-attention blocks (window 56 px = 2 merged tokens a side); head_dim 8 (mrope [1, 1, 2], a
+# non-default split), 16 ([2, 3, 3]) and 12 ([2, 2, 2]).
+TINY_VL_CONFIGS = {
+    "tied_gqa": (
+        dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}),
+        dict(depth=2, hidden_size=32, num_heads=4, intermediate_size=40, out_hidden_size=64,
+             window_size=56, fullatt_block_indexes=[1]),
+        True,
+    ),
+    "untied_mha": (
+        dict(hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=4, rope_scaling={"type": "mrope", "mrope_section": [2, 2, 2]}),
+        dict(depth=3, hidden_size=32, num_heads=2, intermediate_size=48, out_hidden_size=48,
+             window_size=56, fullatt_block_indexes=[0, 2]),
+        False,
+    ),
+    "untied_gqa_hd8": (
+        dict(hidden_size=64, intermediate_size=64, num_hidden_layers=3, num_attention_heads=8,
+             num_key_value_heads=2, rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]}),
+        dict(depth=2, hidden_size=48, num_heads=3, intermediate_size=40, out_hidden_size=64,
+             window_size=56, fullatt_block_indexes=[0]),
+        False,
+    ),
+}
+
+
+def config_dict(name: str) -> dict:
+    """The released ``config.json`` layout of a tiny config (text fields at the top level)."""
+    text, vision, tied = TINY_VL_CONFIGS[name]
+    return {
+        "model_type": "qwen2_5_vl",
+        **_TEXT_BASE,
+        **text,
+        "vision_config": {**_VISION_BASE, **vision},
+        "tie_word_embeddings": tied,
+        "vision_start_token_id": VISION_START,
+        "vision_end_token_id": VISION_END,
+        "image_token_id": IMAGE_PAD,
+        "video_token_id": VIDEO_PAD,
+    }
+
+
+def hf_model(name: str, seed: int = 0) -> Qwen2_5_VLForConditionalGeneration:
+    """A random float32 HF model of a tiny config, eval mode, eager attention (weights scaled up
+    from HF's 0.02 init so that the logits are not all near zero)."""
+    torch.manual_seed(seed)
+    config = Qwen2_5_VLConfig(**config_dict(name))
+    config._attn_implementation = "eager"
+    model = Qwen2_5_VLForConditionalGeneration(config).float().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln_q" in name:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) * (0.1 if p.ndim == 1 else 0.2))
+    return model
+
+
+def vision_run(grid, merge: int = 2, pad: int = IMAGE_PAD) -> list[int]:
+    """``<|vision_start|>`` + one pad per merged token of ``grid`` (t, h, w) + ``<|vision_end|>``."""
+    t, h, w = grid
+    return [VISION_START] + [pad] * (t * h * w // merge**2) + [VISION_END]
+
+
+def text_ids(n: int, generator: torch.Generator, vocab_size: int = 97) -> list[int]:
+    """``n`` random ordinary token ids (never a special id)."""
+    ids = torch.randint(len(SPECIAL_IDS) + 3, vocab_size, (n,), generator=generator)
+    return ids.tolist()
+
+
+def pixel_values(grid, generator: torch.Generator, patch_dim: int = 3 * 2 * 14 * 14) -> torch.Tensor:
+    """Random patch rows ``[sum t*h*w, patch_dim]`` for a ``[n, 3]`` grid."""
+    rows = int(torch.as_tensor(grid).prod(-1).sum())
+    return torch.randn(rows, patch_dim, generator=generator)
+
+
+def token_types(ids: torch.Tensor) -> torch.Tensor:
+    """``mm_token_type_ids``: 1 for image pads, 2 for video pads, 0 otherwise."""
+    return (ids == IMAGE_PAD).long() + 2 * (ids == VIDEO_PAD).long()

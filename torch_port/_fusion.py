@@ -1,0 +1,141 @@
+"""The fused Qwen2.5-VL model: torchtune's ``EarlyFusionModel`` with one vision encoder for images and videos.
+
+torchtune 0.6.1's ``EarlyFusionModel`` keeps one encoder per special token and requires
+``encoder_input.keys() == encoders.keys()``. Qwen2.5-VL runs images and videos through the same
+vision tower, and registering it twice (``{"image": enc, "video": enc}``) would write its weights
+twice in ``state_dict()``. So this subclass registers the tower once, under ``encoders.image``
+(state-dict keys ``encoders.image.*``), and routes both modalities through it:
+
+* ``<|image_pad|>`` tokens (``image_token_id``, 151655) take the tower's rows for
+  ``encoder_input["image"]``, ``<|video_pad|>`` tokens (``video_token_id``, 151656) the rows for
+  ``encoder_input["video"]``; either key may be absent, ``encoder_input=None`` is text only;
+* the number of placeholder tokens must equal the tower's output rows (``sum(t*h*w) / merge**2``),
+  checked before the tower runs: a ValueError names both counts.
+
+``input_pos`` is the ``[3, b, s]`` mRoPE position ids (``qwen2_5_vl_rope_index``), passed through
+torchtune's decoder unchanged to the ``Qwen2_5_VLRotaryPositionalEmbeddings`` of every layer.
+"""
+
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+from torchtune.modules import TransformerDecoder
+from torchtune.modules.model_fusion import EarlyFusionModel
+
+__all__ = ["Qwen2_5_VLEarlyFusionModel"]
+
+MODALITIES = ("image", "video")
+
+
+class Qwen2_5_VLEarlyFusionModel(EarlyFusionModel):
+    """Qwen2.5-VL as an ``EarlyFusionModel``: decoder + one vision encoder serving images and videos.
+
+    Args:
+        decoder (TransformerDecoder): the Qwen2 decoder with mRoPE in every layer.
+        encoder (nn.Module): ``Qwen2_5_VisionEncoder``, ``(pixel_values [N, C*tp*p*p], grid_thw [n, 3])
+            -> [N / merge**2, embed_dim]``; registered once, as ``encoders.image``.
+        image_token_id (int): the ``<|image_pad|>`` id (HF config ``image_token_id``).
+        video_token_id (int): the ``<|video_pad|>`` id (HF config ``video_token_id``).
+        decoder_trainable (bool): train the decoder and the token embedding. Default True (unlike
+            ``EarlyFusionModel``, whose default freezes it): pass False to freeze.
+        encoder_trainable (bool): train the vision encoder. Default True; pass False to freeze.
+    """
+
+    def __init__(
+        self,
+        decoder: TransformerDecoder,
+        encoder: nn.Module,
+        *,
+        image_token_id: int,
+        video_token_id: int,
+        decoder_trainable: bool = True,
+        encoder_trainable: bool = True,
+    ) -> None:
+        if image_token_id == video_token_id:
+            raise ValueError(f"image_token_id and video_token_id must differ, both are {image_token_id}")
+        super().__init__(
+            decoder,
+            {"image": encoder},
+            {"image": int(image_token_id)},
+            decoder_trainable=decoder_trainable,
+            encoders_trainable=encoder_trainable,
+            fusion_trainable=True,  # no fusion-only parameters in Qwen2.5-VL
+        )
+        self.token_ids = {"image": int(image_token_id), "video": int(video_token_id)}
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The vision encoder (one module, used for images and videos)."""
+        return self.encoders["image"]
+
+    def _encoder_rows(self, modality: str, inp: Dict[str, Any]) -> int:
+        """Output rows of the encoder for one modality's input: ``sum(t*h*w) / merge**2``."""
+        if not isinstance(inp, dict) or set(inp) != {"pixel_values", "grid_thw"}:
+            got = sorted(inp) if isinstance(inp, dict) else type(inp).__name__
+            raise ValueError(f'encoder_input["{modality}"] must be a dict with keys pixel_values and grid_thw, got {got}')
+        grid = torch.as_tensor(inp["grid_thw"])
+        if grid.ndim != 2 or grid.shape[1] != 3:
+            raise ValueError(f'encoder_input["{modality}"]["grid_thw"] must be [n, 3], got {list(grid.shape)}')
+        merge_unit = self.encoder.spatial_merge_size**2
+        return int(grid.prod(dim=-1).sum()) // merge_unit
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        *,
+        mask: Optional[torch.Tensor] = None,
+        encoder_input: Optional[Dict[str, Dict[str, Any]]] = None,
+        input_pos: Optional[torch.Tensor] = None,
+        **kwargs: Dict[str, Any],
+    ) -> torch.Tensor:
+        """Logits for ``tokens``.
+
+        Args:
+            tokens (torch.Tensor): ``[b, s]`` token ids, with one placeholder per vision row.
+            mask (torch.Tensor | None): ``[b, s, s]`` boolean attention mask (True attends);
+                None means causal.
+            encoder_input (dict | None): ``{"image": {"pixel_values", "grid_thw"}, "video": {...}}``,
+                either key optional; None for text only.
+            input_pos (torch.Tensor | None): ``[3, b, s]`` mRoPE position ids (``[b, s]`` and None
+                work too: the same position on the three axes).
+            **kwargs: accepted and unused, as in ``EarlyFusionModel`` (``encoder_mask`` etc.).
+
+        Returns:
+            torch.Tensor: ``[b, s, vocab]`` logits (a list if the decoder outputs hidden states
+            or chunks, as torchtune's decoder does).
+
+        Raises:
+            ValueError: an unknown modality, or placeholder counts that do not match the grids.
+        """
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens must be [b, s], got {list(tokens.shape)}")
+        encoder_input = encoder_input or {}
+        unknown = sorted(set(encoder_input) - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"encoder_input has unknown keys {unknown}; expected a subset of {list(MODALITIES)}")
+        for modality in MODALITIES:
+            placeholders = int((tokens == self.token_ids[modality]).sum())
+            if modality not in encoder_input:
+                if placeholders:
+                    raise ValueError(
+                        f"tokens hold {placeholders} {modality} placeholders (id {self.token_ids[modality]}) "
+                        f'but encoder_input has no "{modality}" (0 {modality} rows)'
+                    )
+                continue
+            rows = self._encoder_rows(modality, encoder_input[modality])
+            if rows != placeholders:
+                raise ValueError(
+                    f"tokens hold {placeholders} {modality} placeholders (id {self.token_ids[modality]}) "
+                    f"but the {modality} grids give {rows} encoder rows"
+                )
+
+        is_text = ~torch.isin(tokens, torch.tensor(list(self.token_ids.values()), device=tokens.device))
+        text_embeds = self.tok_embeddings(tokens[is_text])  # [num_text, d]
+        b, s = tokens.shape
+        fused = torch.zeros(b, s, text_embeds.shape[-1], dtype=text_embeds.dtype, device=text_embeds.device)
+        fused = fused.masked_scatter(is_text.unsqueeze(-1), text_embeds)
+        for modality, inp in encoder_input.items():
+            rows = self.encoder(**inp).to(fused.dtype)  # [n_rows, d], in placeholder order
+            fused = fused.masked_scatter((tokens == self.token_ids[modality]).unsqueeze(-1), rows)
+        return self.decoder(fused, mask=mask, input_pos=input_pos)
