@@ -51,7 +51,7 @@ def test_aspect_over_200_raises_like_hf(shape):
     (np.zeros((8, 8, 2), np.uint8), r"channels, got shape \(8, 8, 2\)"),
     (np.zeros((8, 8, 5), np.uint8), r"channels, got shape \(8, 8, 5\)"),
     (np.zeros((8,), np.uint8), r"got shape \(8,\)"),
-    (np.zeros((2, 8, 8, 3), np.uint8), r"got shape \(2, 8, 8, 3\)"),
+    (np.zeros((1, 2, 8, 8, 3), np.uint8), r"got shape \(1, 2, 8, 8, 3\)"),  # 4-D is a batch, as in HF
 ])
 def test_bad_arrays_named(image, match):
     with pytest.raises(ValueError, match=match):
