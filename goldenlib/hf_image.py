@@ -14,9 +14,9 @@ def to_pil(image):
 
 
 def hf_processor(min_pixels, max_pixels, **kwargs):
-    from transformers import Qwen2VLImageProcessorPil
+    from .hf_compat import pil_image_processor_class
 
-    processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels, **kwargs)
+    processor = pil_image_processor_class()(min_pixels=min_pixels, max_pixels=max_pixels, **kwargs)
     # transformers#41955: settings passed some ways are silently dropped; make sure these took.
     size = processor.size
     got = (size["shortest_edge"], size["longest_edge"])
@@ -26,7 +26,7 @@ def hf_processor(min_pixels, max_pixels, **kwargs):
 
 
 def hf_preprocess(images, min_pixels, max_pixels, **kwargs):
-    """``Qwen2VLImageProcessorPil(...)(images=<PIL images>, return_tensors="np")`` as a dict."""
+    """HF's PIL-path processor (``goldenlib.hf_compat.pil_image_processor_class``) ``(...)(images=<PIL images>, return_tensors="np")`` as a dict."""
     processor = hf_processor(min_pixels, max_pixels, **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -36,9 +36,11 @@ def hf_preprocess(images, min_pixels, max_pixels, **kwargs):
 
 def hf_stages(image, resized_hw, image_mean, image_std):
     """Per-image stages as HF computes them: rgb, resized, rescaled, normalized."""
-    from transformers.image_transforms import convert_to_rgb, normalize, rescale
+    from transformers.image_transforms import normalize, rescale
 
-    rgb = convert_to_rgb(to_pil(image), return_numpy=True)
+    from .hf_compat import convert_to_rgb_numpy
+
+    rgb = convert_to_rgb_numpy(to_pil(image))
     height, width = resized_hw
     resized = np.asarray(PIL.Image.fromarray(rgb).resize((width, height), PIL.Image.Resampling.BICUBIC))
     chw = np.moveaxis(resized, -1, 0)

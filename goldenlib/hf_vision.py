@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import Qwen2_5_VLVisionConfig
-from transformers.initialization import no_init_weights
-from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
-from transformers.vision_utils import get_vision_cu_seqlens, get_vision_window_index
 
 from reference.vision import patch_rows
 from reference.vision_config import VisionConfig
 from reference.weights import describe_problems, weight_problems
+
+from . import hf_compat
 
 
 def hf_config_dict(config: VisionConfig) -> dict:
@@ -40,10 +38,10 @@ def build_hf_vision(config: VisionConfig, weights: dict, attn_implementation: st
     missing, extra, misshaped = weight_problems(weights, config)
     if missing or extra or misshaped:
         raise ValueError("weights do not fit the config:\n" + describe_problems(missing, extra, misshaped))
-    hf_cfg = Qwen2_5_VLVisionConfig(**hf_config_dict(config))
-    with no_init_weights():  # every parameter is overwritten below; skip the random init
-        model = Qwen2_5_VisionTransformerPretrainedModel._from_config(
-            hf_cfg, attn_implementation=attn_implementation, dtype=torch.float32)
+    hf_cfg = hf_compat.vision_config_class()(**hf_config_dict(config))
+    with hf_compat.no_init_weights():  # every parameter is overwritten below; skip the random init
+        model = hf_compat.vision_tower_class()._from_config(
+            hf_cfg, attn_implementation=attn_implementation, **hf_compat.dtype_kwarg(torch.float32))
     state = {name: torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)) for name, w in weights.items()}
     model.load_state_dict(state, strict=True)
     model.eval()
@@ -79,8 +77,6 @@ def hf_vision_trace(model, pixel_values, grid_thw) -> dict:
         return hook
 
     hooks.append(model.patch_embed.register_forward_hook(keep("patch_embed")))
-    hooks.append(model.rotary_pos_emb.register_forward_hook(
-        lambda m, a, out: captured.update(rotary_cos=out[0].detach().clone(), rotary_sin=out[1].detach().clone())))
     for i, blk in enumerate(model.blocks):
         hooks.append(blk.register_forward_hook(keep(f"blocks.{i}.output")))
         # norm2's input is x + attn(norm1(x)), the residual stream after attention
@@ -89,6 +85,12 @@ def hf_vision_trace(model, pixel_values, grid_thw) -> dict:
         hooks.append(blk.register_forward_pre_hook(
             lambda m, args, kwargs, i=i: cu_used.__setitem__(i, kwargs["cu_seqlens"].detach().clone()),
             with_kwargs=True))
+    # the rotary (cos, sin) every block receives, in window order (the rotary module's own output is
+    # per patch in late 5.x but a per-position table in 4.x, so it is read at the blocks' input)
+    hooks.append(model.blocks[0].register_forward_pre_hook(
+        lambda m, args, kwargs: captured.update(rotary_cos=kwargs["position_embeddings"][0].detach().clone(),
+                                                rotary_sin=kwargs["position_embeddings"][1].detach().clone()),
+        with_kwargs=True))
     hooks.append(model.merger.ln_q.register_forward_hook(keep("merger.ln_q")))
     try:
         with torch.no_grad():
@@ -98,9 +100,8 @@ def hf_vision_trace(model, pixel_values, grid_thw) -> dict:
             h.remove()
 
     # the index tensors, as the model's forward computes them
-    window_index, cu_window = get_vision_window_index(
-        grid, spatial_merge_size=cfg.spatial_merge_size, window_size=cfg.window_size, patch_size=cfg.patch_size)
-    cu_full = get_vision_cu_seqlens(grid)
+    window_index, cu_window = hf_compat.vision_window_index(model, grid)
+    cu_full = hf_compat.vision_cu_seqlens(grid)
     # check them against what the blocks actually received
     for i, cu in cu_used.items():
         expect = cu_full if i in cfg.fullatt_block_indexes else cu_window
@@ -111,10 +112,10 @@ def hf_vision_trace(model, pixel_values, grid_thw) -> dict:
     inverse = torch.argsort(rows)  # window order -> original order
     trace = {}
     for name, value in captured.items():
-        if name.startswith("blocks.") or name == "merger.ln_q":
+        if name.startswith("blocks.") or name in ("merger.ln_q", "rotary_cos", "rotary_sin"):
             value = value[inverse]
         trace[name] = value.double().numpy()
-    trace["output"] = out.pooler_output.detach().double().numpy()
+    trace["output"] = hf_compat.tower_output(out).detach().double().numpy()
     trace["window_index"] = window_index.long().numpy()
     trace["cu_seqlens"] = cu_full.long().numpy()
     trace["cu_window_seqlens"] = cu_window.long().numpy()
