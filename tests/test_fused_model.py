@@ -274,3 +274,44 @@ def test_load_hf_model_faults_named():
     ]:
         with pytest.raises(ValueError, match=message):
             torch_port.load_hf_model(dict(config, **{field: value}), sd)
+
+
+def test_recipe_style_call_and_freezing():
+    """torchtune recipes call ``model(**batch)`` with tokens, mask, encoder_input, input_pos (and
+    may pass more, e.g. encoder_mask): accepted as EarlyFusionModel does; the same logits."""
+    hf, model = models("untied_mha")
+    ids, ig, vg, ipv, vpv = _prompt("one_image")
+    pos = _positions(ids, ig, vg)
+    s = ids.shape[1]
+    batch = dict(tokens=ids, mask=torch.tril(torch.ones(1, s, s, dtype=torch.bool)),
+                 encoder_input=_encoder_input(ig, vg, ipv, vpv), input_pos=pos, encoder_mask=None)
+    with torch.no_grad():
+        assert torch.allclose(model(**batch), model(ids, encoder_input=batch["encoder_input"], input_pos=pos),
+                              rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="pixel_values and grid_thw"):
+        model(ids, encoder_input={"image": {"pixel_values": ipv}}, input_pos=pos)
+    frozen = torch_port.load_hf_model(config_dict("untied_mha"), hf.state_dict())
+    assert all(p.requires_grad for p in frozen.parameters())
+    config = config_dict("untied_mha")
+    with torch.device("meta"):
+        encoder = torch_port.qwen2_5_vision_encoder(**{k: v for k, v in config["vision_config"].items()
+                                                       if k != "tokens_per_second"})
+        part = torch_port.qwen2_5_vl(
+            encoder=encoder, vocab_size=97, num_layers=2, num_heads=4, num_kv_heads=4, embed_dim=48,
+            intermediate_dim=80, max_seq_len=64, norm_eps=1e-6, rope_base=1e6, mrope_section=[2, 2, 2],
+            tie_word_embeddings=False, encoder_trainable=False)
+    trainable = {n.split(".")[0] for n, p in part.named_parameters() if p.requires_grad}
+    assert trainable == {"decoder", "tok_embeddings"}
+
+
+def test_load_hf_model_bfloat16():
+    hf, model = models("tied_gqa")
+    low = torch_port.load_hf_model(config_dict("tied_gqa"), hf.state_dict(), dtype=torch.bfloat16)
+    assert {p.dtype for p in low.parameters()} == {torch.bfloat16}
+    rope = low.decoder.layers[0].attn.pos_embeddings
+    assert rope.cache.dtype == torch.float32  # the mRoPE tables stay float32, as HF's
+    ids, ig, vg, ipv, vpv = _prompt("one_image")
+    with torch.no_grad():
+        out = low(ids, encoder_input=_encoder_input(ig, vg, ipv, vpv), input_pos=_positions(ids, ig, vg))
+    # torchtune's TransformerDecoder returns float32 logits whatever the weights (``output(h).float()``)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
