@@ -1,6 +1,6 @@
 """Every transformers name the HF cross-check uses whose home or signature depends on the version.
 
-The cross-check runs from the first release with Qwen2.5-VL (4.49) to the newest 5.x. Outside that
+The cross-check runs from transformers 4.57 to the newest 5.x (Qwen2.5-VL exists from 4.49; 4.49-4.56 are untested). Outside that
 range, or when a name this module expects is missing, it raises :class:`UnsupportedVersion` (the
 generator turns it into exit code 2, "cannot check"), never a bare ImportError or TypeError.
 """
@@ -12,7 +12,7 @@ import importlib.metadata
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-SUPPORTED = ">=4.49,<6"
+SUPPORTED = ">=4.57,<6"  # run for real: 4.57.6, 5.0.0, 5.24.0 (4.49-4.56 untested)
 
 
 class UnsupportedVersion(Exception):

@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 
 
 @pytest.mark.parametrize("version, ok", [
-    ("4.48.3", False), ("4.49.0", True), ("4.57.6", True), ("5.0.0rc1", True), ("5.0.0", True),
+    ("4.48.3", False), ("4.56.2", False), ("4.57.0", True), ("4.57.6", True), ("5.0.0rc1", True), ("5.0.0", True),
     ("5.24.0", True), ("6.0.0", False), ("6.0.0.dev0", False), ("3.9.9", False)])
 def test_version_range(version, ok):
     assert hf_compat.is_supported(version) is ok
