@@ -10,6 +10,7 @@ forms of a few of them (same names, bit-equal results).
 from .bicubic import resize_bicubic
 from .color import to_rgb
 from .preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, preprocess
+from .video import preprocess_video
 from .smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
 from .vision_config import PRESETS, SUPPORTED_ACTS, VisionConfig
 from .weights import random_weights, vision_weight_shapes

@@ -47,12 +47,14 @@ from ._mrope import Qwen2_5_VLRotaryPositionalEmbeddings
 from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding, apply_rotary_emb, vision_position_ids
 from ._rope_index import RopeIndexLayoutError, qwen2_5_vl_rope_index
 from ._transform import Qwen2_5_VLImageTransform
+from ._video_transform import Qwen2_5_VLVideoTransform
 from ._vision_tokens import expand_vision_tokens
 
 __all__ = [
     "ACTIVATIONS",
     "Qwen2_5_VLImageTransform",
     "Qwen2_5_VLRotaryPositionalEmbeddings",
+    "Qwen2_5_VLVideoTransform",
     "Qwen2_5_VisionAttention",
     "Qwen2_5_VisionBlock",
     "Qwen2_5_VisionEncoder",
