@@ -8,6 +8,7 @@ forms of a few of them (same names, bit-equal results).
 """
 
 from .bicubic import resize_bicubic
+from .bicubic_torch import resize_bicubic_torch
 from .color import to_rgb
 from .preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, preprocess
 from .video import preprocess_video

@@ -61,20 +61,20 @@ def check_images(images):
     return images
 
 
-def check_resize(image, height, width):
-    """resize_bicubic's arguments -> (uint8 image [H, W(, C)], int height, int width)."""
+def check_resize(image, height, width, where="resize_bicubic"):
+    """A resize's arguments -> (uint8 image [H, W(, C)], int height, int width); errors start with ``where``."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
-        raise ValueError(f"resize_bicubic: image must be uint8, got dtype {image.dtype}")
+        raise ValueError(f"{where}: image must be uint8, got dtype {image.dtype}")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
         raise ValueError(
-            f"resize_bicubic: image must be [H, W] or [H, W, C] with C in 1..4, got shape {image.shape}"
+            f"{where}: image must be [H, W] or [H, W, C] with C in 1..4, got shape {image.shape}"
         )
     for name, value in (("height", height), ("width", width)):
         if int(value) != value or value < 1:
-            raise ValueError(f"resize_bicubic: {name} must be a positive integer, got {value!r}")
+            raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
     if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"resize_bicubic: image must not be empty, got shape {image.shape}")
+        raise ValueError(f"{where}: image must not be empty, got shape {image.shape}")
     return image, int(height), int(width)
 
 
