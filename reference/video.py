@@ -48,7 +48,6 @@ import warnings
 
 import numpy as np
 
-from .bicubic_torch import resize_bicubic_torch
 from .preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, rescale_normalize_torch
 from .smart_resize import smart_resize
 from .validate import describe_values
@@ -240,6 +239,8 @@ def preprocess_video(
     """
     if backend != "torchvision":
         raise ValueError(f"preprocess_video: backend must be 'torchvision' (HF's only video backend), got {backend!r}")
+    from .bicubic_torch import resize_bicubic_torch  # here, not at the top: `import reference` must not need it
+
     clips = as_video_list(videos)
     if fps is not None and not fps > 0:
         raise ValueError(f"preprocess_video: fps must be positive, got {fps!r}")
