@@ -234,8 +234,9 @@ def test_conversion_unknown_keys_named():
         torch_port.qwen2_5_vl_tune_to_hf({"decoder.bogus": torch.zeros(1)})
 
 
-def test_load_hf_model_transformers5_config_layout():
-    hf, model = models("untied_gqa_hd8")
+@pytest.mark.parametrize("name", ["tied_gqa", "untied_gqa_hd8"])
+def test_load_hf_model_transformers5_config_layout(name):
+    hf, model = models(name)
     v5_config = hf.config.to_dict()
     assert "text_config" in v5_config
     loaded = torch_port.load_hf_model(v5_config, _released_layout(hf.state_dict()))
@@ -265,7 +266,8 @@ def test_load_hf_model_faults_named():
     with pytest.raises(ValueError, match=r"model\.layers\.0\.self_attn\.k_proj\.bias"):
         torch_port.load_hf_model(config, dict(sd, **{"model.layers.0.self_attn.k_proj.bias": nan}))
     with pytest.raises(ValueError, match="differs from the token embedding"):
-        torch_port.load_hf_model(config, dict(sd, **{"lm_head.weight": torch.zeros_like(sd["model.embed_tokens.weight"])}))
+        head = torch.zeros_like(sd["model.embed_tokens.weight"])
+        torch_port.load_hf_model(config, dict(sd, **{"lm_head.weight": head}))
     for field, value, message in [
         ("use_sliding_window", True, "sliding"),
         ("rope_scaling", {"type": "yarn", "factor": 2.0}, "rope type 'yarn'"),

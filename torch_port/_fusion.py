@@ -73,7 +73,9 @@ class Qwen2_5_VLEarlyFusionModel(EarlyFusionModel):
         """Output rows of the encoder for one modality's input: ``sum(t*h*w) / merge**2``."""
         if not isinstance(inp, dict) or set(inp) != {"pixel_values", "grid_thw"}:
             got = sorted(inp) if isinstance(inp, dict) else type(inp).__name__
-            raise ValueError(f'encoder_input["{modality}"] must be a dict with keys pixel_values and grid_thw, got {got}')
+            raise ValueError(
+                f'encoder_input["{modality}"] must be a dict with keys pixel_values and grid_thw, got {got}'
+            )
         grid = torch.as_tensor(inp["grid_thw"])
         if grid.ndim != 2 or grid.shape[1] != 3:
             raise ValueError(f'encoder_input["{modality}"]["grid_thw"] must be [n, 3], got {list(grid.shape)}')

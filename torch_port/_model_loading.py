@@ -176,7 +176,9 @@ def load_hf_model(
                             f"expected {tuple(value.shape)}")
     problems += [f"unexpected key {origin[k]!r} (as {k!r})" for k in converted if k not in expected]
     if problems:
-        raise ValueError(f"HF state dict does not fit the config ({len(problems)} problems):\n  " + "\n  ".join(problems))
+        raise ValueError(
+            f"HF state dict does not fit the config ({len(problems)} problems):\n  " + "\n  ".join(problems)
+        )
     check_finite({origin[k]: v for k, v in converted.items()})
     params = {k: v.detach().to(device=device, dtype=dtype, copy=True) for k, v in converted.items()}
     model.load_state_dict(params, strict=True, assign=True)
