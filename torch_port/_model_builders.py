@@ -15,7 +15,8 @@ is imported when one is built) use the released text configs: rope theta 1e6, mr
     32B   64      5120   40     8         27648   152064   no
     72B   80      8192   64     8         29568   152064   no
 
-(7B's vocabulary is 152064 in its released config.json, not 151936.) ``max_seq_len`` (default
+(Checked against copies of the released config.json for 3B and 7B - the 7B's vocabulary is 152064;
+the 72B row equals HF's Qwen2_5_VLTextConfig class defaults; the 32B row is not checked here.) ``max_seq_len`` (default
 32768) sizes the KV cache and the cached rotary table only; positions past it are computed on
 the fly, the released ``max_position_embeddings`` is 128000. Every parameter is trainable; pass
 ``decoder_trainable=False`` / ``encoder_trainable=False`` to freeze a part.
