@@ -39,6 +39,41 @@ from ._smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+BACKENDS = ("pil", "torchvision")
+
+
+def _torchvision():
+    """torchvision.transforms.v2.functional, imported only when backend="torchvision" is used."""
+    try:
+        from torchvision.transforms.v2 import functional
+    except ImportError as error:
+        raise ImportError("Qwen2_5_VLImageTransform(backend='torchvision') needs torchvision (pip install "
+                          f"torchvision); backend='pil' needs only Pillow. ({error})") from error
+    return functional
+
+
+def _uint8_chw(image: Any, do_convert_rgb: bool) -> torch.Tensor:
+    """HF's torchvision ``process_image``: a PIL image (converted by Pillow), uint8 [H, W, C] array
+    or uint8 [C, H, W] tensor -> uint8 [C, H, W]; arrays and tensors with 1 channel are repeated,
+    with 4 blended over white in float32 as HF does (not Pillow's integer compositing)."""
+    if isinstance(image, PIL.Image.Image):
+        array = np.asarray(_convert_rgb(image) if do_convert_rgb else image)
+        array = array[:, :, None] if array.ndim == 2 else array
+        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    if isinstance(image, torch.Tensor):
+        chw = image.cpu()
+        chw = chw[None] if chw.ndim == 2 else chw
+    else:
+        array = np.asarray(_to_pil(image))  # the same checks as the PIL path
+        array = array[:, :, None] if array.ndim == 2 else array
+        chw = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    _to_pil(chw)  # dtype and shape checks only
+    if do_convert_rgb and chw.shape[0] == 1:
+        chw = chw.expand(3, -1, -1)
+    elif do_convert_rgb and chw.shape[0] == 4:
+        x = chw.to(torch.float32).mul_(1.0 / 255)
+        chw = (x[:3] * x[3:] + (1 - x[3:])).mul(255 + 1.0 - 1e-3).to(torch.uint8)
+    return chw.contiguous()
 
 
 def _to_pil(image: Any) -> PIL.Image.Image:
@@ -119,16 +154,29 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _normalize_table(mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """[C, 256] float32: HF's rescale then normalize of every uint8 level, per channel.
+def _normalize_table(mean, std, *, backend: str = "pil", do_rescale: bool = True, rescale_factor: float = 1 / 255,
+                     do_normalize: bool = True, channels: int = 3) -> np.ndarray:
+    """[C, 256] float32: HF's rescale and normalize of every uint8 level, per channel.
 
-    Both act on each value alone, so one value per (channel, level) covers every image. Rescale:
-    times 1/255 in float64, cast to float32; normalize: ``(x - mean) / std`` in float32.
+    Both act on each value alone, so one value per (channel, level) covers every image.
+    PIL backend: rescale = times the factor in float64, cast to float32; normalize =
+    ``(x - mean) / std`` in float32. Torchvision backend: rescale = float32 product; with both on,
+    one fused float32 step ``(x - mean/f) / (std/f)`` (mean/f, std/f rounded to float32 first).
     """
-    levels = np.arange(256, dtype=np.float64) * (1 / 255)  # [256]
-    mean = np.asarray(mean, dtype=np.float32)[:, None]
-    std = np.asarray(std, dtype=np.float32)[:, None]
-    return np.ascontiguousarray((levels.astype(np.float32)[None, :] - mean) / std)  # [C, 256]
+    levels = np.arange(256, dtype=np.float64)  # [256]
+    mean = np.broadcast_to(np.asarray(mean, dtype=np.float32).reshape(-1), (channels,))[:, None]
+    std = np.broadcast_to(np.asarray(std, dtype=np.float32).reshape(-1), (channels,))[:, None]
+    if backend == "torchvision":
+        x = levels.astype(np.float32)
+        if do_rescale and do_normalize:
+            scale = np.float32(1.0 / rescale_factor)
+            mean, std = mean * scale, std * scale
+        elif do_rescale:
+            x = x * np.float32(rescale_factor)
+    else:
+        x = (levels * rescale_factor).astype(np.float32) if do_rescale else levels.astype(np.float32)
+    x = np.broadcast_to(x[None, :], (channels, 256))
+    return np.ascontiguousarray((x - mean) / std if do_normalize else x)  # [C, 256]
 
 
 def normalize_table(mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -175,6 +223,14 @@ class Qwen2_5_VLImageTransform:
         image_mean, image_std: per-channel normalization (OpenAI CLIP's).
         dtype: optional output dtype for ``pixel_values`` (e.g. ``torch.bfloat16``),
             applied last, after the exact float32 computation.
+        backend: "pil" (default: bit-exact with ``Qwen2VLImageProcessorPil``, Pillow's resize) or
+            "torchvision" (bit-exact on CPU with ``Qwen2VLImageProcessor``, HF's default when
+            torchvision is installed: torchvision's uint8 antialiased bicubic resize and HF's fused
+            float32 rescale+normalize). "torchvision" needs torchvision (a dev dependency here),
+            imported only when this backend is chosen; without it, an ImportError says so.
+        do_resize, do_rescale, rescale_factor, do_normalize, do_convert_rgb: HF's options, with
+            HF's meaning (do_resize=False needs sides that are multiples of patch*merge size;
+            do_convert_rgb=False keeps RGBA as 4 channels, then mean/std need 4 values).
 
     ``transform(sample)`` returns the sample with ``"pixel_values"`` [N, 3*tp*p*p] and
     ``"image_grid_thw"`` int64 [1, 3]. The image may be a PIL image, a uint8 [H, W, C]
@@ -192,35 +248,75 @@ class Qwen2_5_VLImageTransform:
         image_mean: Sequence[float] = OPENAI_CLIP_MEAN,
         image_std: Sequence[float] = OPENAI_CLIP_STD,
         dtype: Optional[torch.dtype] = None,
+        backend: str = "pil",
+        do_resize: bool = True,
+        do_rescale: bool = True,
+        rescale_factor: float = 1 / 255,
+        do_normalize: bool = True,
+        do_convert_rgb: bool = True,
     ):
         if min_pixels > max_pixels:
             raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
-        if len(image_mean) != 3 or len(image_std) != 3:
-            raise ValueError(f"image_mean and image_std need 3 values, got {image_mean} and {image_std}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        for name, value in (("image_mean", image_mean), ("image_std", image_std)):
+            if np.ndim(value) > 1 or (np.ndim(value) == 1 and len(value) not in ((3, 4) if not do_convert_rgb else (3,))):
+                raise ValueError(f"{name} needs 3 values (one per RGB channel) or one number, got {value!r}")
+        if do_normalize and (np.asarray(image_std, dtype=np.float64) == 0).any():
+            raise ValueError(f"image_std must not contain 0 (division by zero), got {image_std!r}")
+        if do_rescale and (isinstance(rescale_factor, bool) or not isinstance(rescale_factor, (int, float))):
+            raise ValueError(f"rescale_factor must be a number, got {rescale_factor!r}")
+        if backend == "torchvision":
+            _torchvision()  # fail now, with the reason, if it is missing
+        self.backend = backend
+        self.do_resize, self.do_rescale, self.rescale_factor = do_resize, do_rescale, rescale_factor
+        self.do_normalize, self.do_convert_rgb = do_normalize, do_convert_rgb
         self.min_pixels = min_pixels
         self.max_pixels = max_pixels
         self.patch_size = patch_size
         self.merge_size = merge_size
         self.temporal_patch_size = temporal_patch_size
-        self.image_mean = tuple(image_mean)
-        self.image_std = tuple(image_std)
+        self.image_mean = tuple(np.atleast_1d(image_mean).tolist()) if np.ndim(image_mean) else image_mean
+        self.image_std = tuple(np.atleast_1d(image_std).tolist()) if np.ndim(image_std) else image_std
         self.dtype = dtype
-        self._table_np = _normalize_table(image_mean, image_std)  # [3, 256] float32
-        # The lookup works on units of the image's bytes: pairs of levels (uint16) where a patch
-        # row has an even length, single levels otherwise; channel c's values start at c * width.
-        if patch_size % 2 == 0:
-            self._flat_table, self._unit = pair_table(self._table_np).reshape(-1), np.uint16
-        else:
-            self._flat_table, self._unit = self._table_np.reshape(-1), np.uint8
-        width = self._flat_table.size // 3
-        self._channel_offsets = np.broadcast_to(  # [C, tp, 1, 1]: the same offset in every time step
-            (np.arange(3, dtype=np.intp) * width)[:, None, None, None], (3, temporal_patch_size, 1, 1))
+        self._luts: dict[int, tuple] = {}
+        if do_convert_rgb:
+            self._lut(3)  # the RGB tables now; other channel counts (do_convert_rgb=False) when met
+
+    def _lut(self, channels: int) -> tuple:
+        """(flat table, unit dtype, channel offsets [C, tp, 1, 1]) for images of ``channels`` channels.
+
+        The lookup works on units of the image's bytes: pairs of levels (uint16) where a patch
+        row has an even length, single levels otherwise; channel c's values start at c * width.
+        """
+        if channels not in self._luts:
+            if np.ndim(self.image_mean) and len(self.image_mean) != channels and self.do_normalize:
+                raise ValueError(f"image_mean {self.image_mean} has {len(self.image_mean)} values but the image has "
+                                 f"{channels} channels (do_convert_rgb={self.do_convert_rgb})")
+            if np.ndim(self.image_std) and len(self.image_std) != channels and self.do_normalize:
+                raise ValueError(f"image_std {self.image_std} has {len(self.image_std)} values but the image has "
+                                 f"{channels} channels (do_convert_rgb={self.do_convert_rgb})")
+            table = _normalize_table(self.image_mean, self.image_std, backend=self.backend,
+                                     do_rescale=self.do_rescale, rescale_factor=self.rescale_factor,
+                                     do_normalize=self.do_normalize, channels=channels)  # [C, 256] float32
+            if self.patch_size % 2 == 0:
+                flat, unit = pair_table(table).reshape(-1), np.uint16
+            else:
+                flat, unit = table.reshape(-1), np.uint8
+            width = flat.size // channels
+            offsets = np.broadcast_to(  # [C, tp, 1, 1]: the same offset in every time step
+                (np.arange(channels, dtype=np.intp) * width)[:, None, None, None],
+                (channels, self.temporal_patch_size, 1, 1))
+            self._luts[channels] = (flat, unit, offsets)
+        return self._luts[channels]
 
     def resize(self, image: PIL.Image.Image) -> PIL.Image.Image:
         """RGB PIL image -> RGB PIL image of the ``smart_resize`` size (Pillow BICUBIC, uint8)."""
         return image.resize(self._size(image), PIL.Image.Resampling.BICUBIC)
 
     def _size(self, image: PIL.Image.Image) -> tuple[int, int]:
+        if not self.do_resize:
+            return image.width, image.height
         height, width = smart_resize(
             image.height, image.width, self.patch_size * self.merge_size, self.min_pixels, self.max_pixels
         )
@@ -230,13 +326,13 @@ class Qwen2_5_VLImageTransform:
         """uint8 [H, W, 3] -> float32 [gh*gw, 3*tp*p*p], rows in 2x2 merge-block order."""
         resized = np.asarray(resized.numpy())
         gh, gw = resized.shape[0] // self.patch_size, resized.shape[1] // self.patch_size
-        out = self._empty_patches(gh, gw)
+        out = self._empty_patches(gh, gw, resized.shape[2] if resized.ndim == 3 else 1)
         self._patchify_into(resized, out)
         return torch.from_numpy(out.reshape(gh * gw, -1))
 
-    def _empty_patches(self, gh: int, gw: int) -> np.ndarray:
+    def _empty_patches(self, gh: int, gw: int, channels: int = 3) -> np.ndarray:
         p, m, tp = self.patch_size, self.merge_size, self.temporal_patch_size
-        return np.empty((gh // m, gw // m, m, m, 3, tp, p, p), np.float32)
+        return np.empty((gh // m, gw // m, m, m, channels, tp, p, p), np.float32)
 
     def _patchify_into(self, resized: np.ndarray, out: np.ndarray) -> None:
         """uint8 [H, W, 3] (whole merge blocks) -> ``out`` [H/(m*p), W/(m*p), m, m, 3, tp, p, p].
@@ -253,18 +349,21 @@ class Qwen2_5_VLImageTransform:
            repeat in time in one pass, bit-exact since the table holds HF's own results.
         """
         p, m = self.patch_size, self.merge_size
-        rows, cols = out.shape[:2]
+        rows, cols, channels = out.shape[0], out.shape[1], out.shape[4]
+        if resized.ndim == 2:
+            resized = resized[:, :, None]  # a gray image kept gray (do_convert_rgb=False)
+        flat_table, unit, channel_offsets = self._lut(channels)
         step = max(1, _CHUNK_PIXELS // (m * p * cols * m * p)) if out.flags.c_contiguous else 1
-        levels = np.empty((min(step, rows), cols, m, m, 3, p, p), np.uint8)
-        units = levels.view(self._unit)  # [..., C, p, p or p/2]
+        levels = np.empty((min(step, rows), cols, m, m, channels, p, p), np.uint8)
+        units = levels.view(unit)  # [..., C, p, p or p/2]
         index = np.empty(units.shape[:5] + (self.temporal_patch_size,) + units.shape[5:], np.intp)
-        values = out.view(self._flat_table.dtype)  # out's float32s, in the same units
+        values = out.view(flat_table.dtype)  # out's float32s, in the same units
         for r0 in range(0, rows, step):
             n = min(step, rows - r0)
-            block = resized[r0 * m * p : (r0 + n) * m * p, : cols * m * p].reshape(n, m, p, cols, m, p, 3)
+            block = resized[r0 * m * p : (r0 + n) * m * p, : cols * m * p].reshape(n, m, p, cols, m, p, channels)
             levels[:n] = block.transpose(0, 3, 1, 4, 6, 2, 5)  # [n, cols, m, m, C, p, p]
-            np.add(units[:n, :, :, :, :, None], self._channel_offsets, out=index[:n])
-            np.take(self._flat_table, index[:n], out=values[r0 : r0 + n], mode="clip")  # contiguous: no copy
+            np.add(units[:n, :, :, :, :, None], channel_offsets, out=index[:n])
+            np.take(flat_table, index[:n], out=values[r0 : r0 + n], mode="clip")  # contiguous: no copy
 
     def _pixel_values(self, image: PIL.Image.Image, threads: int = 1) -> np.ndarray:
         """RGB PIL image -> float32 [gh*gw, 3*tp*p*p]: :meth:`resize` then :meth:`patchify`, in bands.
@@ -277,10 +376,11 @@ class Qwen2_5_VLImageTransform:
         """
         width, height = self._size(image)
         gh, gw = height // self.patch_size, width // self.patch_size
+        channels = len(image.getbands())
         pool = _pool(threads)
         if pool is None:  # one thread: Pillow's own two passes, then the patches
-            out = self._empty_patches(gh, gw)
-            self._patchify_into(np.asarray(self.resize(image)), out)
+            out = self._empty_patches(gh, gw, channels)
+            self._patchify_into(np.asarray(self.resize(image) if self.do_resize else image), out)
             return out.reshape(gh * gw, -1)
         unit = self.patch_size * self.merge_size  # pixels per merge block side
         passes = []
@@ -299,7 +399,7 @@ class Qwen2_5_VLImageTransform:
                 cuts = [(x0, 0, x1, image.height) for x0, x1 in _split(image.width, bands)]
                 image = self._resize_cuts(image, (image.width, height), cuts, pool)
         last = passes[-1] if passes else None
-        out = self._empty_patches(gh, gw)
+        out = self._empty_patches(gh, gw, channels)
 
         def band(span: tuple[int, int]) -> None:
             a, b = span  # merge-block columns (vertical last pass) or rows (otherwise)
@@ -316,6 +416,36 @@ class Qwen2_5_VLImageTransform:
 
         _run(pool, band, _split(gw // self.merge_size if last == "vertical" else gh // self.merge_size, bands))
         return out.reshape(gh * gw, -1)
+
+    def _check_size(self, height: int, width: int) -> None:
+        unit = self.patch_size * self.merge_size
+        if not self.do_resize and (height % unit or width % unit):
+            raise ValueError(f"with do_resize=False the image's sides must be multiples of patch_size * merge_size "
+                             f"= {unit}, got {height}x{width}")
+
+    def _torchvision_pixel_values(self, image: Any) -> tuple[torch.Tensor, int, int]:
+        """HF's ``Qwen2VLImageProcessor`` on CPU: torchvision's uint8 antialiased bicubic resize, then
+        its rescale/normalize (fused: ``(x - mean/f) / (std/f)`` in float32), then the patches.
+        Returns (pixel_values [gh*gw, C*tp*p*p], height, width)."""
+        tvF = _torchvision()
+        chw = _uint8_chw(image, self.do_convert_rgb)  # uint8 [C, H, W]
+        self._check_size(chw.shape[1], chw.shape[2])
+        if self.do_resize:
+            height, width = smart_resize(chw.shape[1], chw.shape[2], self.patch_size * self.merge_size,
+                                         self.min_pixels, self.max_pixels)
+            chw = tvF.resize(chw, [height, width], interpolation=tvF.InterpolationMode.BICUBIC, antialias=True)
+        height, width = chw.shape[1:]
+        if self.do_rescale or self.do_normalize:  # per level: the table holds HF's own results
+            out = self._empty_patches(height // self.patch_size, width // self.patch_size, chw.shape[0])
+            self._patchify_into(chw.permute(1, 2, 0).numpy(), out)
+            return torch.from_numpy(out.reshape(out.shape[0] * out.shape[1] * out.shape[2] * out.shape[3], -1)), \
+                height, width
+        # neither: HF keeps uint8 values
+        p, m, tp, c = self.patch_size, self.merge_size, self.temporal_patch_size, chw.shape[0]
+        gh, gw = height // p, width // p
+        patches = chw.reshape(c, gh // m, m, p, gw // m, m, p).permute(1, 4, 2, 5, 0, 3, 6)
+        patches = patches.unsqueeze(5).expand(-1, -1, -1, -1, -1, tp, -1, -1)
+        return patches.reshape(gh * gw, c * tp * p * p), height, width
 
     @staticmethod
     def _resize_cuts(image, size, cuts, pool) -> PIL.Image.Image:
@@ -343,11 +473,16 @@ class Qwen2_5_VLImageTransform:
         """
         if "image" not in sample:
             raise KeyError("sample has no 'image'")
-        image = _convert_rgb(_to_pil(sample["image"]))
-        image.load()  # decoded once, before any thread reads it
-        threads = torch.get_num_threads() if image.width * image.height >= _MIN_PARALLEL_PIXELS else 1
-        width, height = self._size(image)
-        pixel_values = torch.from_numpy(self._pixel_values(image, threads))  # resize + patchify
+        if self.backend == "torchvision":
+            pixel_values, height, width = self._torchvision_pixel_values(sample["image"])
+        else:
+            image = _to_pil(sample["image"])
+            image = _convert_rgb(image) if self.do_convert_rgb else image
+            image.load()  # decoded once, before any thread reads it
+            self._check_size(image.height, image.width)
+            threads = torch.get_num_threads() if image.width * image.height >= _MIN_PARALLEL_PIXELS else 1
+            width, height = self._size(image)
+            pixel_values = torch.from_numpy(self._pixel_values(image, threads))  # resize + patchify
         if self.dtype is not None:
             pixel_values = pixel_values.to(self.dtype)
         grid = [[1, height // self.patch_size, width // self.patch_size]]
