@@ -24,6 +24,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS
 from .bicubic import _ONE, premultiply_alpha, resample_coefficients, unpremultiply_alpha, vertical_first
+from .bicubic_torch import int16_coefficients
 from .color import to_rgb
 from .preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize_table
 from .smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
@@ -261,6 +262,64 @@ def resize_bicubic(image, height, width, *, pillow_version=None):
     return _resize_planes(image, height, width, pillow_version)
 
 
+# ================================================================ torch's resize (reference.bicubic_torch)
+
+
+@lru_cache(maxsize=64)
+def _torch_bands(in_size, out_size):
+    """:func:`_bands` for torch's int16 weights: the same blocks, each band times 2^-p (p: the
+    axis's precision), so ``(2^(p-1) + acc) >> p`` is ``floor(0.5 + acc / 2^p)``, all exact."""
+    xmin, weights, precision = int16_coefficients(in_size, out_size)
+    blocks = []
+    for start in range(0, out_size, _BLOCK):
+        stop = min(start + _BLOCK, out_size)
+        lo, hi, band = _band(xmin, weights, start, stop, in_size)
+        band *= 2.0 ** -precision
+        band.flags.writeable = False  # cached: shared by every call
+        blocks.append((start, stop, lo, hi, band))
+    return tuple(blocks)
+
+
+def resize_bicubic_torch(image, height, width):
+    """bicubic_torch.resize_bicubic_torch: uint8 [H, W(, C)] -> [height, width(, C)], torch's bytes.
+
+    Width pass then height pass, each as banded float64 matrix products on levels held as
+    [rows, C, columns] (as :func:`_resize_planes`), a strip of output rows at a time.
+    """
+    image, height, width = check_resize(image, height, width, where="resize_bicubic_torch")
+    if (height, width) == image.shape[:2]:
+        return image.copy()
+    hwc = image[:, :, None] if image.ndim == 2 else image
+    in_h, in_w, channels = hwc.shape
+    out = np.empty((height, width, channels), np.uint8)
+    rows = max(_STRIP_VALUES // (channels * max(in_w, width)), 1)
+    strips = ([(r0, min(r0 + rows, height), ((r0, min(r0 + rows, height), r0, min(r0 + rows, height), None),))
+               for r0 in range(0, height, rows)] if height == in_h else [])
+    if height != in_h:
+        strip = []
+        for block in _torch_bands(in_h, height):
+            strip.append(block)
+            if block[1] - strip[0][0] >= rows or block[1] == height:
+                strips.append((strip[0][0], block[1], tuple(strip)))
+                strip = []
+    for r0, r1, blocks in strips:
+        lo, hi = blocks[0][2], max(b[3] for b in blocks)  # the source rows this strip reads
+        levels = np.empty((hi - lo, channels, in_w))  # [rows, C, in_w]
+        for c in range(channels):
+            levels[:, c, :] = hwc[lo:hi, :, c]
+        if width != in_w:  # width first ...
+            src = levels.reshape(-1, in_w)
+            wide = np.empty((src.shape[0], width))
+            for start, stop, b_lo, b_hi, band in _torch_bands(in_w, width):
+                np.matmul(src[:, b_lo:b_hi], band, out=wide[:, start:stop])
+            levels = _round_to_levels(wide).reshape(hi - lo, channels, width)
+        if height != in_h:  # ... then height
+            levels = _vertical(levels, blocks, r0, lo)
+        for c in range(channels):
+            out[r0:r1, :, c] = levels[:, c, :]  # whole levels 0..255: the cast to uint8 is exact
+    return out[:, :, 0] if image.ndim == 2 else out
+
+
 # ================================================================ preprocessing (reference.preprocess)
 
 
@@ -312,4 +371,4 @@ def preprocess(images, *, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_si
 
 
 __all__ = ["softmax", "silu", "attention", "segment_attention", "vision_attention", "vision_mlp",
-           "vision_block", "vision_forward", "resample_axis", "resize_bicubic", "patchify_levels", "preprocess"]
+           "vision_block", "vision_forward", "resample_axis", "resize_bicubic", "resize_bicubic_torch", "patchify_levels", "preprocess"]

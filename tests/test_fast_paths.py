@@ -58,6 +58,19 @@ def test_fast_resize_equals_plain_resize(channels):
         assert got.dtype == np.uint8 and got.shape == bicubic.resize_bicubic(image, oh, ow).shape
 
 
+@pytest.mark.parametrize("channels", [0, 1, 3, 4])
+def test_fast_torch_resize_equals_plain_torch_resize(channels, monkeypatch):
+    """fast.resize_bicubic_torch == reference.resize_bicubic_torch, with big and 1-row strips."""
+    rng = np.random.default_rng(10 + channels)
+    for strip_values in (fast._STRIP_VALUES, 1):
+        monkeypatch.setattr(fast, "_STRIP_VALUES", strip_values)
+        for (h, w), (oh, ow) in RESIZES:
+            image = rng.integers(0, 256, (h, w) if channels == 0 else (h, w, channels), dtype=np.uint8)
+            got, want = fast.resize_bicubic_torch(image, oh, ow), reference.resize_bicubic_torch(image, oh, ow)
+            assert got.dtype == np.uint8 and got.shape == want.shape
+            np.testing.assert_array_equal(got, want, err_msg=f"{(h, w)} -> {(oh, ow)}, strips of {strip_values}")
+
+
 def test_fast_pass_equals_obvious_pass():
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (37, 300, 3), dtype=np.uint8)
