@@ -1,7 +1,9 @@
 """``torch_port/`` stands alone: it drops into a torchtune checkout as ``models/qwen2_5_vision/``.
 
 * no module of the project (``reference``, ``goldenlib``, ``parity``, ``hfcheck``) is imported by
-  any of its files, and its only third-party imports are torch, numpy, Pillow and safetensors;
+  any of its files, and its only third-party imports are torch, numpy, Pillow and safetensors,
+  plus the optional torchtune (the whole model) and torchvision (one image backend): at module
+  level only in the modules of ``torch_port._LAZY``, elsewhere only inside functions;
 * the helpers it keeps for itself (smart_resize, the normalize table, Pillow's pass order, the
   config rules) equal the reference's, which are checked against HF elsewhere;
 * copied alone into a temporary folder under another package name, it imports, loads a
@@ -40,10 +42,16 @@ PROJECT_PACKAGES = {"reference", "goldenlib", "parity", "hfcheck", "torch_port",
 THIRD_PARTY = {"torch", "numpy", "PIL", "safetensors"}
 
 
-def _imports(path: Path) -> set[str]:
-    """Top-level names of the absolute imports in a file (relative imports stay inside the folder)."""
+OPTIONAL = {"torchtune", "torchvision"}
+
+
+def _imports(path: Path, module_level: bool = False) -> set[str]:
+    """Top-level names of the absolute imports in a file (relative imports stay inside the folder);
+    ``module_level``: only those run when the file is imported (not inside functions)."""
+    tree = ast.parse(path.read_text(), str(path))
+    nodes = tree.body if module_level else ast.walk(tree)
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in nodes:
         if isinstance(node, ast.Import):
             names |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
@@ -58,7 +66,11 @@ def test_no_project_imports():
     project = {name: sorted(found & PROJECT_PACKAGES) for name, found in by_file.items() if found & PROJECT_PACKAGES}
     assert not project, f"torch_port imports project modules: {project}"
     outside = set().union(*by_file.values()) - set(sys.stdlib_module_names)
-    assert outside == THIRD_PARTY, f"third-party imports of torch_port: {sorted(outside)}"
+    assert outside - OPTIONAL == THIRD_PARTY, f"third-party imports of torch_port: {sorted(outside)}"
+    lazy = {module.lstrip(".") + ".py" for module in torch_port._LAZY.values()}
+    eager = {f.name: sorted(_imports(f, module_level=True) & OPTIONAL) for f in files if f.name not in lazy}
+    assert not {name: found for name, found in eager.items() if found}, (
+        f"torchtune/torchvision imported at module level outside the lazy modules {sorted(lazy)}: {eager}")
 
 
 # ------------------------------------------------ the port's own helpers == the reference's
@@ -178,7 +190,7 @@ BLOCKED = {blocked!r}
 class NoProject(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"project module {{name!r}} imported")
+            raise ImportError(f"blocked module {{name!r}} imported")
 
 
 sys.meta_path.insert(0, NoProject())
@@ -214,7 +226,9 @@ def test_copied_folder_runs_alone(tmp_path):
         torch_port.qwen2_5_vision_encoder(**{**encoder_kwargs(VISION_CONFIG_JSON)}).state_dict()
     )
     write_checkpoint(tmp_path / "ckpt", weights, dtype=torch.float32)
-    script = _SCRIPT.format(blocked=sorted(PROJECT_PACKAGES), folder=str(folder), checkpoint=str(tmp_path / "ckpt"),
+    # the project, and the optional torchtune and torchvision, are unreachable: the encoder, the
+    # checkpoint loader and the image transform need neither
+    script = _SCRIPT.format(blocked=sorted(PROJECT_PACKAGES | OPTIONAL), folder=str(folder), checkpoint=str(tmp_path / "ckpt"),
                             result=str(tmp_path / "out.pt"))
     # -I: no PYTHONPATH, no user site, not the current or the script's folder on the path
     done = subprocess.run([sys.executable, "-I", "-c", textwrap.dedent(script)], cwd=tmp_path, capture_output=True,
