@@ -254,16 +254,14 @@ def expand_by_call(processor, text, image_grid_thw, video_grid_thw, tokenize):
         def __call__(self, texts, **kwargs):
             return {"input_ids": [tokenize(t) for t in texts]}
 
-    def _grids(key, grid):
-        return lambda **kwargs: {key: grid}
-
     processor.tokenizer = _Tokenizer()
-    processor.image_processor = SimpleNamespace(merge_size=merge_size)
-    processor.video_processor = SimpleNamespace(merge_size=merge_size, temporal_patch_size=2)
-    processor.image_processor.__class__ = type("_Images", (SimpleNamespace,), {
-        "__call__": lambda self, images=None, **kw: {"image_grid_thw": image_grid_thw}})
-    processor.video_processor.__class__ = type("_Videos", (SimpleNamespace,), {
-        "__call__": lambda self, videos=None, **kw: {"video_grid_thw": video_grid_thw}})
+    class _Grids(SimpleNamespace):  # stands in for the image/video processor: returns the given grids
+        def __call__(self, images=None, videos=None, **kwargs):
+            return {self.key: self.grid}
+
+    processor.image_processor = _Grids(merge_size=merge_size, key="image_grid_thw", grid=image_grid_thw)
+    processor.video_processor = _Grids(merge_size=merge_size, temporal_patch_size=2, key="video_grid_thw",
+                                       grid=video_grid_thw)
     n_images, n_videos = len(image_grid_thw), len(video_grid_thw)
     out = processor(text=list(text), images=[None] * n_images if n_images else None,
                     videos=[None] * n_videos if n_videos else None)
