@@ -85,7 +85,8 @@ def hf_tiny_tokenizer(folder):
 
     folder = Path(folder)
     vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-    merges = [tuple(line.split()) for line in (folder / "merges.txt").read_text(encoding="utf-8").splitlines()[1:] if line]
+    lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()[1:]  # after "#version"
+    merges = [tuple(line.split()) for line in lines if line]
     tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tok.add_special_tokens({"additional_special_tokens": [AddedToken(t, special=True) for t in SPECIAL_TOKENS]})
     return tok

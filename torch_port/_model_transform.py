@@ -4,7 +4,9 @@ Text goes through torchtune's ``Qwen2_5Tokenizer`` (byte-level BPE from ``vocab.
 ``merges.txt``) with Qwen's chat format, each message ``<|im_start|>role\\n ... <|im_end|>\\n``.
 An image content part becomes ``<|vision_start|>`` + ``<|image_pad|>`` x n + ``<|vision_end|>``
 with ``n = grid_thw.prod() // merge_size**2``, the number of embeddings the vision encoder returns
-for it, as HF's ``Qwen2_5_VLProcessor`` expands the chat template's single placeholder.
+for it, as HF's ``Qwen2_5_VLProcessor`` expands the chat template's single placeholder. A video
+part ``{"type": "video", "content": frames, "video_fps": optional}`` (frames as
+:class:`Qwen2_5_VLVideoTransform` takes them) becomes the same run with ``<|video_pad|>``.
 
 Choices where torchtune and HF differ, or where neither says:
 
@@ -39,6 +41,7 @@ from torchtune.modules.transforms.tokenizers import ModelTokenizer, parse_hf_tok
 from ._rope_index import qwen2_5_vl_rope_index
 from ._smart_resize import MAX_PIXELS, MIN_PIXELS
 from ._transform import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Qwen2_5_VLImageTransform
+from ._video_transform import Qwen2_5_VLVideoTransform
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "Qwen2_5_VLTransform"]
 
@@ -51,6 +54,8 @@ _VISION_TOKENS = (VISION_START, VISION_END, VISION_PAD, IMAGE_PAD, VIDEO_PAD)
 # what torchtune's Qwen2_5Tokenizer and this transform look up by name
 _REQUIRED_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>") + _VISION_TOKENS
 _IMAGE_TYPES = (PIL.Image.Image, np.ndarray, torch.Tensor)
+# keys of a content part by type; a video part may carry the clip's frame rate
+_PART_KEYS = {"text": {"type", "content"}, "image": {"type", "content"}, "video": {"type", "content", "video_fps"}}
 
 
 class Qwen2_5_VLTransform(ModelTokenizer, Transform):
@@ -64,7 +69,10 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
             which include the vision tokens 151652-151656).
         max_seq_len (int | None): truncate each sample to this many tokens (see the module note).
         min_pixels, max_pixels, patch_size, merge_size, temporal_patch_size, image_mean, image_std,
-            dtype: options of :class:`Qwen2_5_VLImageTransform` (the image processor's settings).
+            dtype: options of :class:`Qwen2_5_VLImageTransform` (the image processor's settings);
+            ``dtype`` also applies to video pixel values.
+        video_options (Mapping | None): keyword arguments of :class:`Qwen2_5_VLVideoTransform`
+            (its own pixel bounds, frame sampling); patching, mean and std default to the image ones.
         tokens_per_second (int | float): the vision config's temporal positions per second (videos).
         system_prompt (str | None): system message inserted when the first message is not one,
             as HF's chat template does; None inserts nothing.
@@ -76,6 +84,7 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
       convention), ``labels`` (list[int]: the token, or ``CROSS_ENTROPY_IGNORE_IDX`` where masked);
     * ``encoder_input``: ``{"image": {"pixel_values" [N, 3*tp*p*p], "grid_thw" [n, 3]}}`` for the
       images in order (and ``"video"`` likewise); modalities without content are absent;
+      the videos' ``second_per_grid_ts`` go into the positions (the encoder does not take them);
     * ``input_pos``: int64 ``[3, s]`` mRoPE positions (``qwen2_5_vl_rope_index``).
     """
 
@@ -94,6 +103,7 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
         image_mean: Sequence[float] = OPENAI_CLIP_MEAN,
         image_std: Sequence[float] = OPENAI_CLIP_STD,
         dtype: Optional[torch.dtype] = None,
+        video_options: Optional[Mapping[str, Any]] = None,
         tokens_per_second=2,
         system_prompt: Optional[str] = DEFAULT_SYSTEM_PROMPT,
         prompt_template=None,
@@ -123,11 +133,14 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
             image_std=image_std,
             dtype=dtype,
         )
-        self._video_options = dict(
-            patch_size=patch_size, merge_size=merge_size, temporal_patch_size=temporal_patch_size,
-            image_mean=image_mean, image_std=image_std, dtype=dtype,
-        )
-        self._video_transform = None  # built on the first video part
+        self.video_transform = Qwen2_5_VLVideoTransform(**{
+            "patch_size": patch_size, "merge_size": merge_size, "temporal_patch_size": temporal_patch_size,
+            "image_mean": image_mean, "image_std": image_std, **(video_options or {}),
+        })
+        if self.video_transform.merge_size != merge_size:
+            raise ValueError(f"video_options merge_size {self.video_transform.merge_size} differs from "
+                             f"merge_size {merge_size}: one vision tower serves both")
+        self.dtype = dtype
         self.special_tokens = special_tokens
         self.max_seq_len = max_seq_len
         self.merge_size = merge_size
@@ -162,10 +175,16 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
         return tokens, mask
 
     def __call__(self, sample: Mapping[str, Any], inference: bool = False) -> Dict[str, Any]:
-        """``{"messages": [Message, ...], ...}`` -> the sample with model inputs (see the class doc)."""
+        """``{"messages": [Message, ...], ...}`` -> the sample with model inputs (see the class doc).
+
+        Args:
+            sample (Mapping): holds ``messages``; other keys are passed through.
+            inference (bool): a prompt for generation: no eos is appended (end the messages with an
+                empty assistant message to get HF's ``add_generation_prompt=True`` tokens).
+        """
         if "messages" not in sample:
             raise KeyError(f"sample has no 'messages' (keys: {sorted(sample)})")
-        tokens, mask, images, videos = self._tokenize(sample["messages"], add_eos=True, inference=inference)
+        tokens, mask, images, videos = self._tokenize(sample["messages"], add_eos=not inference, inference=inference)
         encoder_input: Dict[str, Dict[str, torch.Tensor]] = {}
         grids = {}
         if images:
@@ -200,20 +219,22 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _messages(self, messages: List[Message]) -> List[Message]:
+    def _messages(self, messages: List[Message]) -> Tuple[List[Message], int]:
+        """-> the messages to tokenize (system prompt inserted, template applied), how many were inserted."""
         if not isinstance(messages, (list, tuple)) or not messages:
             raise ValueError(f"messages must be a non-empty list of torchtune Messages, got {messages!r}")
         for k, message in enumerate(messages):
             if not isinstance(message, Message):
                 raise ValueError(f"messages[{k}] must be a torchtune Message, got {type(message).__name__}")
-        messages = list(messages)
+        messages, inserted = list(messages), 0
         if self.system_prompt is not None and messages[0].role != "system":
             messages.insert(0, Message(role="system", content=self.system_prompt, masked=True))
-        return self.prompt_template(messages) if self.prompt_template is not None else messages
+            inserted = 1
+        return (self.prompt_template(messages) if self.prompt_template is not None else messages), inserted
 
     def _tokenize(self, messages, *, add_eos: bool, inference: bool):
         """-> tokens, mask, image transform outputs, video transform outputs (those kept)."""
-        messages = self._messages(messages)
+        messages, inserted = self._messages(messages)
         tokens: List[int] = []
         mask: List[bool] = []
         runs: List[Tuple[int, str]] = []  # (start of the run's <|vision_start|>, "image" | "video")
@@ -223,7 +244,12 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
             part_tokens = self.tokenizer._tokenize_header(messages, i)
             for j, item in enumerate(message.content):
                 kind = item.get("type") if isinstance(item, Mapping) else None
-                where = f"messages[{i}] ({message.role}) content[{j}]"
+                # errors name the caller's message index (or the inserted system prompt)
+                where = f"messages[{i - inserted}] ({message.role}) content[{j}]" if i >= inserted else "system_prompt"
+                extra = sorted(set(item) - _PART_KEYS.get(kind, set(item))) if isinstance(item, Mapping) else []
+                if extra:
+                    raise ValueError(f"{where}: unexpected keys {extra} in a {kind!r} part "
+                                     f"(expected {sorted(_PART_KEYS[kind])})")
                 if kind == "text":
                     part_tokens += self._text(item.get("content"), where)
                 elif kind in ("image", "video"):
@@ -291,20 +317,17 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
         return out, int(out["image_grid_thw"].prod()) // self.merge_size**2
 
     def _video(self, item: Mapping, where: str) -> Tuple[dict, int]:
-        if self._video_transform is None:
-            try:
-                from ._video_transform import Qwen2_5_VLVideoTransform
-            except ImportError as err:
-                raise NotImplementedError(
-                    f"{where}: video parts need torch_port.Qwen2_5_VLVideoTransform, which this "
-                    "checkout does not have yet; only text and image parts are supported"
-                ) from err
-            self._video_transform = Qwen2_5_VLVideoTransform(**self._video_options)
         frames = item.get("content")
         if frames is None:
-            raise ValueError(f"{where}: a video part needs its frames in 'content'")
+            raise ValueError(f"{where}: a video part needs its frames in 'content' (a uint8 [T, H, W, 3] "
+                             "tensor or array, or a list of frames)")
         video_sample = {"video": frames}
-        if item.get("fps") is not None:
-            video_sample["video_fps"] = item["fps"]
-        out = self._video_transform(video_sample)
+        if item.get("video_fps") is not None:  # the clip's own frame rate
+            video_sample["video_fps"] = item["video_fps"]
+        try:
+            out = self.video_transform(video_sample)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where}: {err}") from err
+        if self.dtype is not None:
+            out["pixel_values_videos"] = out["pixel_values_videos"].to(self.dtype)
         return out, int(out["video_grid_thw"].prod()) // self.merge_size**2
