@@ -1,25 +1,35 @@
 """Regenerate the goldens, cross-checked against the installed HF Transformers and Pillow.
 
     uv run generate_golden.py            # rebuild golden/ (atomically) after cross-checking every case
-    uv run generate_golden.py --check    # recompute in memory, print per-stage drift, write nothing
+    uv run generate_golden.py --check    # recompute in memory, print the drift report, write nothing
+    uv run generate_golden.py --check --report drift.md   # the report also to a file (never into golden/)
+    uv run generate_golden.py --case gray --no-full        # rebuild only these; every other golden is kept
+
+Exit codes: 0 no drift (or written), 1 drift (or the reference disagrees with HF: nothing written),
+2 cannot check: the installed transformers is outside the supported range or its API broke
+(a one-paragraph message names the version and the range; no traceback).
 
 Every stored case of the registry (``goldenlib.cases.CASES``) is computed by the NumPy reference
 (``goldenlib.build``), then compared stage by stage with HF (image stages must match exactly;
 tower stages within ``goldenlib.tolerances.HF_CROSSCHECK_BOUND``; the positions cases' ids, token
 types and mRoPE positions exactly, their cos/sin within ``POSITIONS_ROTARY_VS_HF_BOUND``). Nothing is written unless
-every case passes; golden/ is then replaced in one step.
+every case passes; golden/ is then replaced in one step. A partial run (``--case``, ``--no-full``)
+keeps every golden it does not rebuild, byte for byte with its manifest entry, and the manifest
+names what it skipped (``not_generated``) so readers say "not regenerated", not "tampered with".
 """
 
 import argparse
+import os
+import shutil
 import sys
 import time
+import traceback
 
-import numpy as np
 
 from goldenlib import store
 from goldenlib.build import CrosscheckError, build_case, build_positions, build_weights, check_crosscheck
 from goldenlib.cases import CASES, TOWERS, stored_names, weights_case_name
-from goldenlib.tolerances import DRIFT_BOUNDS, rel_error
+from goldenlib.drift import drift_table, report as drift_report, version_changes
 
 
 def build_all(log, with_full=True, only=None):
@@ -96,121 +106,141 @@ def check_bounds(report):
         raise SystemExit(f"{error}\nnothing written") from None
 
 
-# second_per_grid_ts: a positions case's float input, stored as given.
-EXACT_STAGES = ("input", "rgb", "resized", "rescaled", "normalized", "pixel_values", "image_grid_thw",
-                "second_per_grid_ts")
+def _from_hf_side(error):
+    """Whether ``error`` was raised by transformers or by the HF-facing goldenlib modules (hf_*.py):
+    an import or API break of the installed transformers, not a bug of the reference."""
+    if isinstance(error, ImportError) and "transformers" in f"{error.name} {error}":
+        return True
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return False
+    last = frames[-1].filename.replace(os.sep, "/")
+    return "/transformers/" in last or os.path.basename(last).startswith("hf_") and "/goldenlib/" in last
 
 
-def drift_bound(stage, value):
-    """Which bound applies: image and integer stages are exact, tower stages by stored dtype."""
-    value = np.asarray(value)
-    if not np.issubdtype(value.dtype, np.floating) or stage.split(".")[0] in EXACT_STAGES:
-        return "exact"
-    return "float32" if value.dtype == np.float32 else "float64"
+def cannot_check(error):
+    """The one-paragraph message of exit code 2."""
+    from goldenlib import hf_compat
+
+    if isinstance(error, hf_compat.UnsupportedVersion):
+        return f"cannot check: {error}"
+    try:
+        installed = hf_compat.installed_version()
+    except hf_compat.UnsupportedVersion:
+        installed = "(not installed)"
+    where = traceback.extract_tb(error.__traceback__)[-1]
+    return (f"cannot check: the HF cross-check failed with transformers {installed} (supported: transformers "
+            f"{hf_compat.SUPPORTED}): {type(error).__name__}: {error} (at {os.path.basename(where.filename)}:"
+            f"{where.lineno}). This is an import or API break of the installed transformers, not drift: install a "
+            "supported version and run again; nothing was compared or written.")
 
 
-def drift_table(cases, folder=store.GOLDEN_DIR, complete=False):
-    """Compare recomputed cases with the stored ones: rows of (case, stage, kind, max abs, rel, bound, ok).
-
-    ``complete``: every case was recomputed, so a stored file that none matches is stale.
-    """
-    rows = []
+def kept_goldens(folder, rebuilt, log):
+    """The golden files of ``folder`` a partial regeneration keeps (not in ``rebuilt``), each verified
+    against the old manifest: [(path, manifest entry)]. A file that fails verification stops the run."""
+    folder = store.Path(folder)
+    if not (folder / store.MANIFEST).is_file():
+        return []
     manifest = store.load_manifest(folder)
-    if complete:
-        for stale in sorted(set(manifest["files"]) - {f"{name}.safetensors" for name in cases}):
-            rows.append((stale.removesuffix(".safetensors"), "(file)", "stale", float("inf"), float("inf"), 0.0,
-                         False))
-    for name, (tensors, _) in cases.items():
-        if f"{name}.safetensors" not in manifest["files"]:
-            rows.append((name, "(file)", "missing", float("inf"), float("inf"), 0.0, False))
+    known, kept = set(stored_names()), []
+    for file, entry in sorted(manifest["files"].items()):
+        name = file.removesuffix(".safetensors")
+        if name in rebuilt:
+            continue
+        if name not in known:
+            log(f"{name:22s} dropped: no case of goldenlib/cases.py writes it any more")
             continue
         try:
-            stored, _ = store.read_case(name, folder)
+            store.verify_file(folder / file, manifest)
         except store.GoldenIntegrityError as error:
-            print(f"integrity: {error}", file=sys.stderr)
-            rows.append((name, "(sha256)", "integrity", float("inf"), float("inf"), 0.0, False))
-            continue
-        for stage in sorted(set(stored) | set(tensors)):
-            if stage not in stored or stage not in tensors:
-                rows.append((name, stage, "missing" if stage not in stored else "extra", float("inf"),
-                             float("inf"), 0.0, False))
-                continue
-            kind = drift_bound(stage, stored[stage])
-            new = np.asarray(tensors[stage]).astype(stored[stage].dtype)
-            if new.shape != stored[stage].shape:
-                rows.append((name, stage, "shape", float("inf"), float("inf"), 0.0, False))
-                continue
-            diff = np.abs(new.astype(np.float64) - stored[stage].astype(np.float64))
-            max_abs = float(diff.max()) if diff.size else 0.0
-            rel = rel_error(new, stored[stage])
-            bound = DRIFT_BOUNDS[kind]
-            rows.append((name, stage, kind, max_abs, rel, bound, (max_abs if kind == "exact" else rel) <= bound))
-    return rows
-
-
-def print_drift(rows, show_all=False):
-    print("| case | stage | kind | max abs | max rel | bound | verdict |")
-    print("|---|---|---|---|---|---|---|")
-    for name, stage, kind, max_abs, rel, bound, ok in rows:
-        if show_all or not ok or max_abs > 0:
-            print(f"| {name} | {stage} | {kind} | {max_abs:.3g} | {rel:.3g} | {bound:g} | "
-                  f"{'ok' if ok else '**DRIFT**'} |")
-    drifted = [row for row in rows if not row[-1]]
-    changed = sum(1 for row in rows if row[3] > 0)
-    print(f"\n{len(rows)} stages compared, {changed} changed, {len(drifted)} beyond tolerance")
-    if drifted:
-        first = drifted[0]
-        print(f"first drift: case {first[0]}, stage {first[1]}")
-    return not drifted
+            raise SystemExit(f"{error}; rebuild it (--case {name}) or regenerate everything; nothing written") from None
+        kept.append((folder / file, entry))
+    return kept
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="recompute and compare with golden/, write nothing")
-    parser.add_argument("--no-full", action="store_true", help="skip the full-size tower case")
+    parser.add_argument("--no-full", action="store_true",
+                        help="skip the full-size tower case (a regeneration keeps its stored golden)")
     parser.add_argument("--golden-dir", default=str(store.GOLDEN_DIR), help="golden folder (default: golden/)")
     parser.add_argument("--all-stages", action="store_true", help="--check: list unchanged stages too")
     parser.add_argument("--case", action="append", metavar="NAME",
-                        help="--check only these cases (repeatable); the full set is always written")
+                        help="only these cases (repeatable); a regeneration keeps every other golden as it is")
+    parser.add_argument("--report", metavar="PATH", help="--check: also write the markdown report to PATH")
     args = parser.parse_args(argv)
     folder = store.Path(args.golden_dir)
     only = set(args.case) if args.case else None
-    if only and not args.check:
-        parser.error("--case only goes with --check: a regeneration always writes every case")
     known = set(stored_names())
     if only and only - known:
         parser.error(f"unknown case(s) {sorted(only - known)}; known: {sorted(known)}")
+    if args.report and not args.check:
+        parser.error("--report goes with --check")
+    from goldenlib import hf_compat
 
-    def log(message):
-        print(message, file=sys.stderr, flush=True)
+    try:
+        hf_compat.check_version()
+        return _run(args, folder, only)
+    except hf_compat.UnsupportedVersion as error:
+        print(cannot_check(error), file=sys.stderr)
+        return 2
+    except (ImportError, AttributeError, TypeError) as error:
+        if not _from_hf_side(error):
+            raise
+        print(cannot_check(error), file=sys.stderr)
+        return 2
 
+
+def _log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def _run(args, folder, only):
     start = time.perf_counter()
-    cases, report = build_all(log, with_full=not args.no_full, only=only)
+    cases, report = build_all(_log, with_full=not args.no_full, only=only)
     check_bounds(report)
     table = crosscheck_table(report)
     if args.check:
-        print("## HF cross-check (reference float64 vs HF float32)\n")
-        print(table + "\n")
-        print("## Drift against stored goldens\n")
         rows = drift_table(cases, folder, complete=only is None and not args.no_full)
-        ok = print_drift(rows, show_all=args.all_stages)
-        return 0 if ok else 1
+        text = "\n".join(["## HF cross-check (reference float64 vs HF float32)", "", table, "",
+                          drift_report(rows, version_changes(folder, _versions()), show_all=args.all_stages)])
+        print(text)
+        if args.report:
+            store.Path(args.report).write_text(text + "\n")
+        return 0 if all(row.ok for row in rows) else 1
 
+    partial = only is not None or args.no_full
+    kept = kept_goldens(folder, set(cases), _log) if partial else []
+    skipped = sorted(set(stored_names()) - set(cases) - {path.stem for path, _ in kept})
+    why = "skipped by --no-full" if only is None else "not selected by --case"
     target = store.AtomicFolder(folder)
     try:
         for name, (tensors, metadata) in cases.items():
             store.write_case(target.path, name, tensors, metadata)
-        (target.path / "CROSSCHECK.md").write_text(
-            "# HF cross-check of the tower goldens (generated)\n\n" + table + "\n")
-        store.write_manifest(target.path, extra={"versions": _versions()})
+        for path, _ in kept:
+            shutil.copy2(path, target.path / path.name)
+        crosscheck = "# HF cross-check of the tower goldens (generated)\n\n" + table + "\n"
+        if partial and (folder / "CROSSCHECK.md").is_file():  # the kept cases' table stays; this run's follows
+            crosscheck = ((folder / "CROSSCHECK.md").read_text() + f"\n## Rebuilt by a partial run: "
+                          f"{', '.join(sorted(cases))}\n\n" + table + "\n")
+        (target.path / "CROSSCHECK.md").write_text(crosscheck)
+        extra = {"versions": _versions()}
+        if skipped:
+            extra["not_generated"] = {f"{name}.safetensors": why for name in skipped}
+        manifest = store.write_manifest(target.path, extra=extra)
+        for path, entry in kept:  # copied byte for byte: the same manifest entry
+            if manifest["files"][path.name] != entry:
+                raise RuntimeError(f"kept golden {path.name} changed while copying; nothing written")
         target.commit()
     except BaseException:
         target.discard()
         raise
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     print(table)
-    print(f"\nwrote {len(cases)} golden files to {folder} ({size / 1e6:.1f} MB) "
+    print(f"\nwrote {len(cases)} golden files to {folder}, kept {len(kept)} ({size / 1e6:.1f} MB) "
           f"in {time.perf_counter() - start:.0f}s")
+    if skipped:
+        print(f"not generated ({why}): {', '.join(skipped)}")
     return 0
 
 

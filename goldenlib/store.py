@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
+# QWEN_VL_GOLDEN_DIR points every reader at another golden folder (the upgrade drill's copy).
+GOLDEN_DIR = Path(os.environ.get("QWEN_VL_GOLDEN_DIR") or Path(__file__).resolve().parents[1] / "golden")
 MANIFEST = "MANIFEST.json"
 FORMAT_VERSION = "1"
 # Hand-written files of golden/ that a regeneration carries over unchanged.
@@ -77,8 +78,8 @@ def write_manifest(folder, extra=None):
     return manifest
 
 
-def load_manifest(folder=GOLDEN_DIR):
-    path = Path(folder) / MANIFEST
+def load_manifest(folder=None):
+    path = Path(GOLDEN_DIR if folder is None else folder) / MANIFEST
     if not path.is_file():
         raise GoldenIntegrityError(f"no manifest at {path}: run `uv run generate_golden.py`")
     try:
@@ -93,7 +94,15 @@ def verify_file(path, manifest=None):
     manifest = manifest or load_manifest(path.parent)
     entry = manifest["files"].get(path.name)
     if entry is None:
-        raise GoldenIntegrityError(f"golden file {path.name} is not listed in {MANIFEST}")
+        why = manifest.get("not_generated", {}).get(path.name)
+        if why is not None:  # the generator skipped it and said so: stale or absent, not tampered with
+            raise GoldenIntegrityError(f"golden file {path.name} was not regenerated ({why}): stale or absent; "
+                                       f"run `uv run generate_golden.py --case {path.stem}`")
+        if not path.is_file():
+            raise GoldenIntegrityError(f"golden file {path.name} is not in {path.parent} and not listed in "
+                                       f"{MANIFEST}: it was never generated there; run `uv run generate_golden.py`")
+        raise GoldenIntegrityError(f"golden file {path.name} is not listed in {MANIFEST}: it was not written by "
+                                   "generate_golden.py (copied or edited by hand?)")
     if not path.is_file():
         raise GoldenIntegrityError(f"golden file {path} listed in {MANIFEST} is missing")
     actual = sha256_of(path)
@@ -103,9 +112,9 @@ def verify_file(path, manifest=None):
         )
 
 
-def read_case(name, folder=GOLDEN_DIR, verify=True):
+def read_case(name, folder=None, verify=True):
     """Return ``(tensors, metadata)`` of a golden case, verifying its sha256 first."""
-    path = Path(folder) / f"{name}.safetensors"
+    path = Path(GOLDEN_DIR if folder is None else folder) / f"{name}.safetensors"
     if verify:
         verify_file(path)
     from safetensors import safe_open
@@ -122,7 +131,7 @@ def read_case(name, folder=GOLDEN_DIR, verify=True):
     return tensors, decoded
 
 
-def case_names(folder=GOLDEN_DIR):
+def case_names(folder=None):
     return sorted(Path(name).stem for name in load_manifest(folder)["files"])
 
 
@@ -146,8 +155,8 @@ class AtomicFolder:
     ``.golden-tmp-*`` folder behind (removed by the next run), never a half-written golden/.
     """
 
-    def __init__(self, target=GOLDEN_DIR):
-        self.target = Path(target)
+    def __init__(self, target=None):
+        self.target = Path(GOLDEN_DIR if target is None else target)
         self.parent = self.target.parent
         for stale in self.parent.glob(f".{self.target.name}-tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)

@@ -1,0 +1,154 @@
+"""The upgrade drill: a simulated Pillow downgrade to 12.1 (horizontal pass always first) on a copy of
+golden/, followed step by step as README's "Upgrading transformers or Pillow" says; and the
+generator's exit codes (0 no drift, 1 drift, 2 cannot check).
+
+Pillow 12.1 is simulated in-process, on both sides of the cross-check: ``PIL.Image.Image.resize``
+(what HF's processor calls) runs the two bicubic passes as two one-axis Pillow resizes, horizontal
+first, and the reference reads Pillow 12.1's pass-order rule (``reference.bicubic``).
+"""
+
+import importlib.metadata
+import json
+import shutil
+
+import numpy as np
+import PIL.Image
+import pytest
+
+import generate_golden
+import reference
+from goldenlib import hf_compat, store
+from goldenlib.cases import BY_NAME
+
+AFFECTED, UNAFFECTED = "gray", "noise"  # gray: 97x131 -> 84x140, Pillow 13 runs it vertical first
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def golden_copy(tmp_path):
+    folder = tmp_path / "golden"
+    shutil.copytree(store.GOLDEN_DIR, folder)
+    return folder
+
+
+@pytest.fixture
+def pillow_12_1(monkeypatch):
+    original_resize = PIL.Image.Image.resize
+    original_version = importlib.metadata.version
+
+    def resize(self, size, resample=None, box=None, reducing_gap=None):
+        width, height = size
+        if (resample == PIL.Image.Resampling.BICUBIC and box is None and reducing_gap is None
+                and width != self.width and height != self.height):  # both passes: horizontal, then vertical
+            return original_resize(original_resize(self, (width, self.height), resample), size, resample)
+        return original_resize(self, size, resample, box, reducing_gap)
+
+    monkeypatch.setattr(PIL.Image.Image, "resize", resize)
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "12.1.0" if name.lower() == "pillow" else original_version(name))
+    monkeypatch.setattr(reference.bicubic, "installed_pillow_version", lambda: (12, 1))
+    # the simulation is Pillow 12.1's rule: the reference with that rule equals the patched Pillow
+    image = BY_NAME[AFFECTED].images()[0]
+    rgb = np.repeat(image[:, :, None], 3, axis=2)
+    expected = np.asarray(PIL.Image.fromarray(rgb).resize((140, 84), PIL.Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(reference.resize_bicubic(rgb, 84, 140, pillow_version=(12, 1)), expected)
+    assert not np.array_equal(reference.resize_bicubic(rgb, 84, 140, pillow_version=(13, 0)), expected)
+
+
+def _main(capsys, *args):
+    code = generate_golden.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow  # four case builds with the HF cross-check (about 30 s)
+def test_pillow_downgrade_drill(golden_copy, pillow_12_1, capsys, monkeypatch, tmp_path):
+    cases = ["--case", AFFECTED, "--case", UNAFFECTED, "--golden-dir", str(golden_copy)]
+    before = _snapshot(golden_copy)
+    old_manifest = json.loads((golden_copy / store.MANIFEST).read_text())
+
+    # 1. --check: exit 1, resized is the first drift of the affected case and overall; the header names Pillow
+    code, out, _ = _main(capsys, "--check", *cases, "--report", str(tmp_path / "drift.md"))
+    assert code == 1, out
+    assert f"first drift: case {AFFECTED}, stage resized" in out
+    assert f"- {AFFECTED}: resized (1 local," in out
+    assert f"| {AFFECTED} | rescaled | exact |" in out and "(inherited)" in out
+    assert not any(line.startswith(f"| {UNAFFECTED} |") for line in out.splitlines())
+    assert "| pillow | 13.0.0 | 12.1.0 |" in out
+    assert (tmp_path / "drift.md").read_text() == out
+    assert _snapshot(golden_copy) == before  # --check writes nothing
+
+    # 2. regenerate the drifted case only: every other golden byte-identical, with its manifest entry
+    code, out, _ = _main(capsys, "--case", AFFECTED, "--golden-dir", str(golden_copy))
+    assert code == 0, out
+    after = _snapshot(golden_copy)
+    manifest = json.loads((golden_copy / store.MANIFEST).read_text())
+    assert sorted(after) == sorted(before)
+    changed = {name for name in after if after[name] != before[name]}
+    assert changed == {f"{AFFECTED}.safetensors", store.MANIFEST, "CROSSCHECK.md"}
+    for name, entry in old_manifest["files"].items():
+        if name != f"{AFFECTED}.safetensors":
+            assert manifest["files"][name] == entry, name
+    assert "not_generated" not in manifest
+    _, meta = store.read_case(AFFECTED, golden_copy)
+    assert meta["versions"]["pillow"] == "12.1.0"
+
+    # 3. --check is clean again, and the golden tests pass against the regenerated copy
+    code, out, _ = _main(capsys, "--check", *cases)
+    assert code == 0, out
+    monkeypatch.setattr(store, "GOLDEN_DIR", golden_copy)
+    import test_goldens
+
+    test_goldens.test_manifest_lists_exactly_the_files_with_their_sha256()
+    for name in (AFFECTED, UNAFFECTED):
+        test_goldens.test_reference_reproduces_image_stages(BY_NAME[name])
+
+
+def test_unsupported_transformers_exits_2_without_traceback(monkeypatch, capsys):
+    monkeypatch.setattr(hf_compat, "installed_version", lambda: "4.40.0")
+    code, out, err = _main(capsys, "--check", "--case", AFFECTED)
+    assert code == 2
+    assert "4.40.0" in err and hf_compat.SUPPORTED in err and "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1  # one paragraph
+
+
+def test_hf_api_break_exits_2_naming_the_version(monkeypatch, capsys):
+    import transformers.image_transforms
+
+    original = transformers.image_transforms.normalize
+
+    def normalize(image, mean, std):  # an API break: the keyword HF's callers pass is gone
+        return original(image, mean, std)
+
+    monkeypatch.setattr(transformers.image_transforms, "normalize", normalize)
+    code, out, err = _main(capsys, "--check", "--case", AFFECTED)
+    assert code == 2, out + err
+    assert "TypeError" in err and hf_compat.installed_version() in err and hf_compat.SUPPORTED in err
+    assert "Traceback" not in err + out
+
+
+def test_hf_import_break_exits_2(monkeypatch, capsys):
+    from goldenlib import build
+
+    def broken(*args, **kwargs):
+        from transformers import Qwen2VLImageProcessorPilGone  # noqa: F401 - a name this transformers lacks
+
+    monkeypatch.setattr(build, "crosscheck", broken)
+    code, out, err = _main(capsys, "--check", "--case", AFFECTED)
+    assert code == 2, out + err
+    assert "Qwen2VLImageProcessorPilGone" in err and "Traceback" not in err + out
+
+
+def test_reference_bug_is_not_hidden_as_cannot_check(monkeypatch, capsys):
+    from goldenlib import build
+
+    def buggy(case, **kwargs):
+        raise TypeError("a bug in the reference, not in transformers")
+
+    monkeypatch.setattr(build, "build_case", buggy)
+    monkeypatch.setattr(generate_golden, "build_case", buggy)
+    with pytest.raises(TypeError, match="a bug in the reference"):
+        generate_golden.main(["--check", "--case", AFFECTED])
