@@ -155,3 +155,20 @@ def test_check_names_a_changed_position_and_rotary_stage(golden_copy):
     result = _check(golden_copy, "pos_video_t3")
     assert result.returncode == 1, result.stdout
     assert "first drift: case pos_video_t3, stage mrope_sin" in result.stdout
+
+
+def test_skipped_golden_reads_as_not_regenerated_and_unlisted_as_tampering(golden_copy):
+    # what a --no-full run into a folder without full_size_3b leaves: no file, a not_generated entry
+    manifest = json.loads((golden_copy / store.MANIFEST).read_text())
+    del manifest["files"]["full_size_3b.safetensors"]
+    manifest["not_generated"] = {"full_size_3b.safetensors": "skipped by --no-full"}
+    (golden_copy / "full_size_3b.safetensors").rename(golden_copy.parent / "elsewhere.safetensors")
+    (golden_copy / store.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(store.GoldenIntegrityError, match=r"not regenerated \(skipped by --no-full\)"):
+        store.read_case("full_size_3b", golden_copy)
+    # a file nobody generated, put there by hand: tampering
+    (golden_copy.parent / "elsewhere.safetensors").rename(golden_copy / "extra.safetensors")
+    with pytest.raises(store.GoldenIntegrityError, match="not listed in MANIFEST.json: it was not written by"):
+        store.read_case("extra", golden_copy)
+    with pytest.raises(store.GoldenIntegrityError, match="never generated"):
+        store.read_case("nowhere", golden_copy)
