@@ -163,10 +163,37 @@ def check_finite(state_dict: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"non-finite values in {len(bad)} weight tensor(s): " + ", ".join(bad))
 
 
+# preprocessor_config.json fields passed to the transform as they are (HF's meaning, HF's defaults)
+_HF_FLAGS = {"do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+             "do_convert_rgb": True}
+# fields that name things and change no number
+_METADATA = {"image_processor_type", "processor_class", "feature_extractor_type"}
+_PIL_BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, the only resample the transform has
+
+
 def _transform_kwargs(processor: dict) -> dict:
-    """``Qwen2_5_VLImageTransform`` kwargs from a ``preprocessor_config.json`` (HF precedence:
-    top-level ``min_pixels``/``max_pixels`` override ``size``)."""
+    """``Qwen2_5_VLImageTransform`` kwargs from a ``preprocessor_config.json``.
+
+    Every field HF's ``Qwen2VLImageProcessor`` reads is honoured (HF precedence: top-level
+    ``min_pixels``/``max_pixels`` override ``size``), or refused with its value: ``resample`` other
+    than 3 (BICUBIC), unknown fields. ``image_processor_type`` is read as a name only: the transform
+    is the PIL backend either way (bit-exact with ``Qwen2VLImageProcessorPil``, the path the port's
+    goldens hold); for HF's default torchvision path build ``Qwen2_5_VLImageTransform(backend=
+    "torchvision", ...)`` with the same settings.
+    """
+    known = set(_HF_PROCESSOR_DEFAULTS) | set(_HF_FLAGS) | _METADATA | {"size", "resample"}
+    unknown = sorted(set(processor) - known)
+    if unknown:
+        raise ValueError(f"preprocessor_config.json has fields the port does not implement: "
+                         f"{ {k: processor[k] for k in unknown} }; known fields: {sorted(known)}")
+    resample = processor.get("resample", _PIL_BICUBIC)
+    if resample != _PIL_BICUBIC:
+        raise ValueError(f"preprocessor_config.json: resample={resample!r} is not supported; only "
+                         f"{_PIL_BICUBIC} (BICUBIC, what Qwen2.5-VL uses) is")
     size = processor.get("size") or {}
+    if not isinstance(size, dict) or set(size) - {"shortest_edge", "longest_edge", "min_pixels", "max_pixels"}:
+        raise ValueError(f"preprocessor_config.json: size must be a dict with 'shortest_edge' and 'longest_edge', "
+                         f"got {size!r}")
     kwargs = {k: processor.get(k, v) for k, v in _HF_PROCESSOR_DEFAULTS.items()}
     for name, size_name in (("min_pixels", "shortest_edge"), ("max_pixels", "longest_edge")):
         value = processor.get(name)
@@ -175,8 +202,14 @@ def _transform_kwargs(processor: dict) -> dict:
         kwargs[name] = int(value)
     for name in ("patch_size", "merge_size", "temporal_patch_size"):
         kwargs[name] = int(kwargs[name])
-    kwargs["image_mean"] = [float(v) for v in kwargs["image_mean"]]
-    kwargs["image_std"] = [float(v) for v in kwargs["image_std"]]
+    for name in ("image_mean", "image_std"):
+        value = kwargs[name]
+        kwargs[name] = float(value) if isinstance(value, (int, float)) else [float(v) for v in value]
+    for name, default in _HF_FLAGS.items():
+        value = processor.get(name, default)
+        if name != "rescale_factor" and not isinstance(value, bool):
+            raise ValueError(f"preprocessor_config.json: {name} must be true or false, got {value!r}")
+        kwargs[name] = value
     return kwargs
 
 

@@ -59,14 +59,14 @@ def _uint8_chw(image: Any, do_convert_rgb: bool) -> torch.Tensor:
     if isinstance(image, PIL.Image.Image):
         array = np.asarray(_convert_rgb(image) if do_convert_rgb else image)
         array = array[:, :, None] if array.ndim == 2 else array
-        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+        return torch.from_numpy(np.array(array)).permute(2, 0, 1)  # a writable copy
     if isinstance(image, torch.Tensor):
         chw = image.cpu()
         chw = chw[None] if chw.ndim == 2 else chw
     else:
         array = np.asarray(_to_pil(image))  # the same checks as the PIL path
         array = array[:, :, None] if array.ndim == 2 else array
-        chw = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+        chw = torch.from_numpy(np.array(array)).permute(2, 0, 1)  # a writable copy
     _to_pil(chw)  # dtype and shape checks only
     if do_convert_rgb and chw.shape[0] == 1:
         chw = chw.expand(3, -1, -1)
