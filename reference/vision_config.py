@@ -8,6 +8,7 @@ checkpoint's config.json, and ignores everything else in it.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 from .activations import ACTIVATIONS
@@ -22,6 +23,24 @@ _HF_DEFAULTS = {"depth": 32, "hidden_size": 3584, "num_heads": 16, "intermediate
 # Alternative spellings: HF's attribute_map, and the released config.json's "in_chans".
 _ALIASES = {"num_hidden_layers": "depth", "num_attention_heads": "num_heads", "in_chans": "in_channels"}
 
+
+
+def check_fullatt_indexes(indexes, depth, subject):
+    """Indexes at or past ``depth`` warn, negative ones are refused.
+
+    HF picks full attention with ``layer_num in fullatt_block_indexes``: an index >= depth never
+    matches a block, and HF's own tiny test configs keep the released (7, 15, 23, 31) at depth
+    2, so such configs run (with a UserWarning naming them). A negative index never matches
+    either, but there it reads as "count from the end", which HF does not do: refused.
+    """
+    negative = [i for i in indexes if i < 0]
+    if negative:
+        raise ValueError(f"{subject}fullatt_block_indexes holds {negative[0]}, negative: HF does not count "
+                         f"blocks from the end (`layer_num in fullatt_block_indexes` never matches it)")
+    past = [i for i in indexes if i >= depth]
+    if past:
+        warnings.warn(f"{subject}fullatt_block_indexes holds {past}, at or past depth={depth}: no block has "
+                      f"those indexes, so they select nothing (as in HF)", UserWarning, stacklevel=4)
 
 @dataclass(frozen=True)
 class VisionConfig:
@@ -62,9 +81,7 @@ class VisionConfig:
             indexes = tuple(int(i) for i in self.fullatt_block_indexes)
         except (TypeError, ValueError):
             raise ValueError(f"VisionConfig.fullatt_block_indexes must be ints, got {self.fullatt_block_indexes!r}")
-        for i in indexes:
-            if not 0 <= i < self.depth:
-                raise ValueError(f"VisionConfig.fullatt_block_indexes holds {i}, outside [0, depth={self.depth})")
+        check_fullatt_indexes(indexes, self.depth, "VisionConfig.")
         object.__setattr__(self, "fullatt_block_indexes", indexes)
         if self.hidden_act not in SUPPORTED_ACTS:
             raise ValueError(f"VisionConfig.hidden_act={self.hidden_act!r} is not supported; "

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,9 @@ CONFIG_CHANGES = [
     {"fullatt_block_indexes": ["2", 0]},
     {"fullatt_block_indexes": "2"},
     {"fullatt_block_indexes": 2},
-    {"fullatt_block_indexes": [3]},
+    {"fullatt_block_indexes": [3]},  # past depth 3: a warning, the config runs (as in HF)
+    {"fullatt_block_indexes": [2, 7, 15, 23, 31]},
+    {"fullatt_block_indexes": [-1]},  # refused: HF never counts from the end
     {"fullatt_block_indexes": [None]},
     {"num_heads": 3},
     {"hidden_size": 40, "num_heads": 4},
@@ -153,13 +156,19 @@ def test_config_rules_equal_reference(change):
 
     config = {k: v for k, v in {**VISION_CONFIG_JSON, **change}.items() if v is not None}
     try:
-        expected = VisionConfig.from_hf(config)
+        with warnings.catch_warnings(record=True) as expected_warnings:
+            warnings.simplefilter("always")
+            expected = VisionConfig.from_hf(config)
     except ValueError as e:
         with pytest.raises(ValueError) as info:
             encoder_kwargs(config)
         assert subject_removed(str(info.value)) == subject_removed(str(e))
         return
-    kwargs = encoder_kwargs(config)
+    with warnings.catch_warnings(record=True) as got_warnings:
+        warnings.simplefilter("always")
+        kwargs = encoder_kwargs(config)
+    assert [(w.category, subject_removed(str(w.message))) for w in got_warnings] == \
+        [(w.category, subject_removed(str(w.message))) for w in expected_warnings]
     got = {name: kwargs[name] for name in expected.to_dict() if name in kwargs}
     got["fullatt_block_indexes"] = list(got["fullatt_block_indexes"])
     got["rope_theta"] = kwargs["rope_base"]

@@ -109,9 +109,9 @@ def qwen2_5_vision_encoder(
         raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
     head_dim = embed_dim // num_heads
     fullatt = [int(i) for i in fullatt_block_indexes]
-    bad = [i for i in fullatt if not 0 <= i < num_layers]
+    bad = [i for i in fullatt if i < 0]  # indexes >= num_layers match no block (HF runs such configs)
     if bad:
-        raise ValueError(f"fullatt_block_indexes {bad} out of range for num_layers {num_layers}")
+        raise ValueError(f"fullatt_block_indexes {bad} are negative; blocks are numbered 0..{num_layers - 1}")
     merge_unit = spatial_merge_size**2
 
     def block() -> Qwen2_5_VisionBlock:

@@ -4,8 +4,11 @@ The rules are the NumPy reference's (``reference.VisionConfig``; tests keep the 
 the five sizes that define a tower must be present - HF would silently take its class defaults,
 among them ``hidden_size`` 3584 where every released tower has 1280 - every size is a positive
 int, heads divide the width into head_dims divisible by 4 (2D rotary), the window is whole merge
-blocks, full-attention indexes are ints within ``depth``. Every error names the field and value.
+blocks, full-attention indexes are non-negative ints (past ``depth``: a warning, as HF runs them).
+Every error names the field and value.
 """
+
+import warnings
 
 from ._activations import ACTIVATIONS
 
@@ -105,11 +108,22 @@ def _check(kw: dict) -> None:
         raise ValueError(
             f"vision config window_size={kw['window_size']} must be a multiple of patch_size*spatial_merge_size={unit}"
         )
-    for i in kw["fullatt_block_indexes"]:
-        if not 0 <= i < kw["depth"]:
-            raise ValueError(f"vision config fullatt_block_indexes holds {i}, outside [0, depth={kw['depth']})")
+    _check_fullatt_indexes(kw["fullatt_block_indexes"], kw["depth"])
     if not isinstance(kw["hidden_act"], str) or kw["hidden_act"] not in ACTIVATIONS:
         raise ValueError(f"vision config hidden_act={kw['hidden_act']!r} is not supported; use one of {tuple(ACTIVATIONS)}")
     if not (isinstance(kw["rope_base"], (int, float)) and kw["rope_base"] > 0):
         raise ValueError(f"vision config rope_theta must be a positive number, got {kw['rope_base']!r}")
     kw["rope_base"] = float(kw["rope_base"])
+
+
+def _check_fullatt_indexes(indexes, depth):
+    """As reference.vision_config.check_fullatt_indexes: indexes >= depth warn (HF runs them, they
+    match no block), negative ones are refused (HF does not count from the end)."""
+    negative = [i for i in indexes if i < 0]
+    if negative:
+        raise ValueError(f"vision config fullatt_block_indexes holds {negative[0]}, negative: HF does not count "
+                         f"blocks from the end (`layer_num in fullatt_block_indexes` never matches it)")
+    past = [i for i in indexes if i >= depth]
+    if past:
+        warnings.warn(f"vision config fullatt_block_indexes holds {past}, at or past depth={depth}: no block has "
+                      f"those indexes, so they select nothing (as in HF)", UserWarning, stacklevel=3)
