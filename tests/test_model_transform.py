@@ -397,3 +397,64 @@ def test_bad_collate_input(transform):
         torch_port.padded_collate_qwen2_5_vl([short])
     with pytest.raises(ValueError, match=r"unknown keys \['audio'\]"):
         torch_port.padded_collate_qwen2_5_vl([{**sample, "encoder_input": {"audio": {}}}])
+
+
+# ----------------------------------------------------------------------------- into the model
+
+
+@pytest.fixture(scope="module")
+def models():
+    """A tiny random HF model (tests/hf_tiny_vl.py's tied GQA config) with Qwen's vocabulary size and
+    special ids, so the tiny tokenizer's ids reach it, and the fused model loaded from its weights."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from hf_tiny_vl import config_dict
+
+    config = {**config_dict("tied_gqa"), "vocab_size": 151680, "vision_start_token_id": START_ID,
+              "vision_end_token_id": END_ID, "image_token_id": IMAGE_ID, "video_token_id": VIDEO_ID,
+              "bos_token_id": None, "eos_token_id": EOS_ID, "pad_token_id": PAD_ID}
+    torch.manual_seed(0)
+    hf_config = Qwen2_5_VLConfig(**config)
+    hf_config._attn_implementation = "eager"
+    hf = Qwen2_5_VLForConditionalGeneration(hf_config).float().eval()
+    with torch.no_grad():  # weights away from HF's 0.02 init, as hf_tiny_vl does, so logits differ
+        for name, p in hf.named_parameters():
+            p.copy_(1.0 + 0.1 * torch.randn_like(p) if "norm" in name or "ln_q" in name
+                    else torch.randn_like(p) * (0.1 if p.ndim == 1 else 0.2))
+    return hf, torch_port.load_hf_model(config, hf.state_dict()).eval()
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_collated_batch_trains_the_fused_model_like_hf(transform, models, side):
+    """The recipe's step on a collated batch: labels popped, ``model(**batch)``, torchtune's shifted
+    cross-entropy. HF gets the same ids, pixel values, grids and attention mask (it computes its own
+    positions) and its own loss on the same labels: logits and loss within the fused-model bound."""
+    from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, rel_error
+
+    hf, fused = models
+    samples = [
+        transform({"messages": [Message("user", [{"type": "image", "content": image(13, 60, 84)},
+                                                 {"type": "text", "content": " What is"}], masked=True),
+                                Message("assistant", " A red square")]}),
+        transform({"messages": [Message("user", " Describe the picture", masked=True),
+                                Message("assistant", " A cat")]}),
+    ]
+    batch = torch_port.padded_collate_qwen2_5_vl(samples, padding_idx=transform.pad_id, pad_direction=side)
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        logits = fused(**batch)
+    width = batch["tokens"].shape[1]
+    lengths = torch.tensor([len(sample["tokens"]) for sample in samples])[:, None]
+    slots = torch.arange(width)[None, :]
+    real = slots >= width - lengths if side == "left" else slots < lengths  # [b, s] not padding
+    types = (batch["tokens"] == IMAGE_ID).long()
+    image_in = batch["encoder_input"]["image"]
+    with torch.no_grad():
+        out = hf(input_ids=batch["tokens"], attention_mask=real.long(), mm_token_type_ids=types,
+                 pixel_values=image_in["pixel_values"], image_grid_thw=image_in["grid_thw"], labels=labels)
+    assert bool((batch["tokens"][~real] == PAD_ID).all())
+    assert rel_error(logits[real], out.logits[real]) <= FUSED_LOGITS_VS_HF_BOUND
+    shifted = torch.hstack([labels[:, 1:], torch.full_like(labels[:, :1], CROSS_ENTROPY_IGNORE_IDX)])
+    loss = torch.nn.CrossEntropyLoss(ignore_index=CROSS_ENTROPY_IGNORE_IDX)(  # torchtune's plain CE loss
+        logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1))
+    assert rel_error(loss, out.loss) <= FUSED_LOGITS_VS_HF_BOUND
