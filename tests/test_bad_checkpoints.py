@@ -116,7 +116,8 @@ def _config_without_vision(folder, weights):
 
 
 def _bad_config_field(folder, weights):
-    write_checkpoint(folder, weights, vision_config={**VISION_CONFIG_JSON, "fullatt_block_indexes": [5]})
+    # an index past the depth selects no block, as in HF (a warning, see below); a negative one is refused
+    write_checkpoint(folder, weights, vision_config={**VISION_CONFIG_JSON, "fullatt_block_indexes": [-1]})
 
 
 def _missing_size(folder, weights):
@@ -139,7 +140,7 @@ FAULTS = {
     "missing shard": (_missing_shard, r"00002-of-00002"),
     "config not json": (_config_not_json, r"config\.json.*JSON"),
     "config without vision": (_config_without_vision, r"vision_config"),
-    "fullatt index out of range": (_bad_config_field, r"fullatt_block_indexes"),
+    "fullatt index negative": (_bad_config_field, r"fullatt_block_indexes"),
     "missing hidden_size": (_missing_size, r"lacks \['hidden_size'\].*3584"),
 }
 
@@ -158,6 +159,15 @@ def test_fault_gives_one_clear_error(tmp_path, weights, loader, fault):
 def test_good_folder_loads(tmp_path, weights, loader):
     write_checkpoint(tmp_path / "ckpt", weights)
     LOADERS[loader](tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("loader", sorted(LOADERS))
+def test_fullatt_index_past_depth_loads_with_a_warning(tmp_path, weights, loader):
+    """HF's tiny test configs keep (7, 15, 23, 31) at a small depth; HF runs them (no block matches)."""
+    write_checkpoint(tmp_path / "ckpt", weights,
+                     vision_config={**VISION_CONFIG_JSON, "fullatt_block_indexes": [2, 5, 31]})
+    with pytest.warns(UserWarning, match=r"fullatt_block_indexes.*\[5, 31\]"):
+        LOADERS[loader](tmp_path / "ckpt")
 
 
 INVALID_CONFIGS = [
