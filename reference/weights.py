@@ -51,10 +51,22 @@ def weight_problems(weights: dict, config: VisionConfig) -> tuple[list[str], lis
     expected = vision_weight_shapes(config)
     missing = [name for name in expected if name not in weights]
     extra = sorted(name for name in weights if name not in expected)
-    misshaped = [f"{name}: shape {tuple(np.shape(weights[name]))}, expected {shape}"
+    misshaped = [f"{name}: shape {tuple(np.shape(weights[name]))}, expected {_shapes_text(name, shape)}"
                  for name, shape in expected.items()
-                 if name in weights and tuple(np.shape(weights[name])) != shape]
+                 if name in weights and tuple(np.shape(weights[name])) not in _accepted_shapes(name, shape)]
     return missing, extra, misshaped
+
+
+def _accepted_shapes(name: str, shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    # Newer transformers releases store the patch embedding as a Linear [hidden, C*tp*p*p]
+    # instead of the Conv3d [hidden, C, tp, p, p]: the same numbers, read row-major either way.
+    if name == "patch_embed.proj.weight":
+        return shape, (shape[0], int(np.prod(shape[1:])))
+    return (shape,)
+
+
+def _shapes_text(name: str, shape: tuple[int, ...]) -> str:
+    return " or ".join(str(s) for s in _accepted_shapes(name, shape))
 
 
 def describe_problems(missing: list[str], extra: list[str], misshaped: list[str]) -> str:

@@ -425,12 +425,25 @@ def test_load_weights_equals_rounded_weights(tmp_path, prefix, shards, dtype):
             assert not np.array_equal(loaded[name], w[name])  # really rounded, not the float32 originals
 
 
+def test_patch_embed_as_linear_loads_and_runs_like_conv3d(tmp_path):
+    """Newer transformers releases keep the patch embedding as a Linear [hidden, C*tp*p*p]; the
+    reference takes it as the Conv3d [hidden, C, tp, p, p] it flattens, with the same numbers."""
+    w = random_weights(TINY, 0)
+    flat = {**w, "patch_embed.proj.weight": w["patch_embed.proj.weight"].reshape(TINY.hidden_size, -1)}
+    write_checkpoint(tmp_path / "ckpt", flat, "visual.", 1, torch.float32)
+    _, loaded = load_weights(tmp_path / "ckpt")
+    assert loaded["patch_embed.proj.weight"].ndim == 2
+    grid = np.array(GRIDS["12x20"])
+    pixels = np.random.default_rng(0).standard_normal((int(grid.prod()), TINY.patch_dim)).astype(np.float32)
+    assert np.array_equal(vision_forward(pixels, grid, loaded, TINY), vision_forward(pixels, grid, w, TINY))
+
+
 def test_load_weights_lists_all_key_problems(tmp_path):
     w = dict(random_weights(TINY, 0))
     del w["blocks.1.attn.proj.bias"], w["merger.ln_q.weight"]
     w["blocks.0.attn.extra.weight"] = np.ones(3, np.float32)
     w["blocks.2.mlp.up_proj.weight"] = w["blocks.2.mlp.up_proj.weight"][:-1]
-    w["patch_embed.proj.weight"] = w["patch_embed.proj.weight"].reshape(TINY.hidden_size, -1)
+    w["patch_embed.proj.weight"] = w["patch_embed.proj.weight"].reshape(TINY.hidden_size, -1)[:, 1:]  # not C*tp*p*p
     write_checkpoint(tmp_path / "c", w, shards=2)
     with pytest.raises(ValueError) as e:
         load_weights(tmp_path / "c")
