@@ -1,17 +1,23 @@
 """goldenlib.hf_compat: every HF name it hands out exists and is the one the cross-check means, for the
-installed transformers; the supported-range logic on fake version strings."""
+installed transformers; the supported-range logic on fake version strings.
 
+The tests that touch HF's image or modeling stack are marked slow: importing it pulls in torchvision,
+which imports torch._dynamo (11-17 s cold on the 2-core machine, measured with -X importtime; the
+checks themselves take under 0.2 s). In the full suite that import is paid once per process by every
+HF cross-check test; the quick loop keeps the pure version-range logic (about 3 s)."""
+
+import importlib.util
 import inspect
 
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 
 from goldenlib import hf_compat
 from goldenlib.hf_compat import SUPPORTED, UnsupportedVersion
 
-transformers = pytest.importorskip("transformers")
+if importlib.util.find_spec("transformers") is None:  # without importing it (2 s): the range tests need none
+    pytest.skip("transformers is not installed", allow_module_level=True)
 
 
 @pytest.mark.parametrize("version, ok", [
@@ -34,10 +40,13 @@ def test_not_a_version_is_unsupported():
 
 
 def test_installed_version_is_supported():
+    import transformers
+
     assert hf_compat.installed_version() == transformers.__version__
     hf_compat.check_version()
 
 
+@pytest.mark.slow
 def test_pil_image_processor_is_the_pil_path():
     cls = hf_compat.pil_image_processor_class()
     from transformers.image_processing_utils import BaseImageProcessor
@@ -50,6 +59,7 @@ def test_pil_image_processor_is_the_pil_path():
     assert hf_compat.smart_resize()(50, 60, factor=28, min_pixels=56 * 56, max_pixels=28 * 28 * 16) == (56, 56)
 
 
+@pytest.mark.slow
 def test_convert_to_rgb_numpy_matches_pillow():
     rgba = PIL.Image.fromarray(np.arange(4 * 5 * 4, dtype=np.uint8).reshape(4, 5, 4), "RGBA")
     got = hf_compat.convert_to_rgb_numpy(rgba)
@@ -64,6 +74,8 @@ def test_convert_to_rgb_numpy_matches_pillow():
 
 @pytest.fixture(scope="module")
 def tiny_tower():
+    import torch
+
     cfg = hf_compat.vision_config_class()(depth=2, hidden_size=32, num_heads=2, intermediate_size=48,
                                           out_hidden_size=24, window_size=56, fullatt_block_indexes=[1])
     with hf_compat.no_init_weights():
@@ -71,13 +83,19 @@ def tiny_tower():
     return model.eval()
 
 
+@pytest.mark.slow
 def test_vision_classes(tiny_tower):
+    import torch
+
     assert type(tiny_tower).__name__ == "Qwen2_5_VisionTransformerPretrainedModel"
     assert type(tiny_tower.config).__name__ == "Qwen2_5_VLVisionConfig"
     assert tiny_tower.patch_embed.proj.weight.dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_window_index_and_cu_seqlens_are_what_the_blocks_get(tiny_tower):
+    import torch
+
     grid = torch.tensor([[1, 8, 12], [2, 4, 4]])
     seen = {}
     for i, blk in enumerate(tiny_tower.blocks):
@@ -94,6 +112,7 @@ def test_window_index_and_cu_seqlens_are_what_the_blocks_get(tiny_tower):
     assert hf_compat.vision_cu_seqlens(grid).tolist() == [0, 96, 112, 128]
 
 
+@pytest.mark.slow
 def test_positions_adapters():
     from goldenlib.hf_positions import IMAGE_TOKEN_ID, VISION_START_ID, hf_expand, hf_rope_index, hf_tiny_model
 
@@ -109,6 +128,7 @@ def test_positions_adapters():
     np.testing.assert_allclose(cos.numpy() ** 2 + sin.numpy() ** 2, 1, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_processor_and_rope_index_signature():
     assert hf_compat.processor_class().__name__ == "Qwen2_5_VLProcessor"
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
