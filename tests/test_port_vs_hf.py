@@ -174,6 +174,24 @@ def test_fp32_matches_hf(ports, name, grid):
     assert err < FP32_TOL, f"{name} {grid}: rel err {err:.3e} >= {FP32_TOL}"
 
 
+def test_fullatt_indexes_past_depth_warn_and_run_as_hf():
+    """HF's tiny test configs keep the released (7, 15, 23, 31) at depth 2; HF runs them (no block
+    matches, every block attends in windows); the port warns, naming them, and gives HF's output."""
+    config = Qwen2_5_VLVisionConfig(depth=2, hidden_size=32, num_heads=4, intermediate_size=40, out_hidden_size=24,
+                                    window_size=112)
+    assert list(config.fullatt_block_indexes) == [7, 15, 23, 31]
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(5)
+    hf = Qwen2_5_VisionTransformerPretrainedModel(config).eval()
+    with pytest.warns(UserWarning, match=r"fullatt_block_indexes holds \[7, 15, 23, 31\], at or past depth=2"):
+        port = load_hf_vision(config.to_dict(), hf.state_dict())
+    g = torch.tensor(GRIDS["two_images"])
+    px = torch.randn(int(g.prod(-1).sum()), 3 * 2 * 14 * 14, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        err = rel_err(port(px, g), hf(px, g).pooler_output)
+    assert err < FP32_TOL, f"rel err {err:.3e} >= {FP32_TOL}"
+
+
 def test_fp32_parity_is_discriminating(ports):
     """Attention segments and rotary matter far above the tolerance for these weights."""
     name = "hd16_win112_full_last"
