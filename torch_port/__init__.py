@@ -99,6 +99,7 @@ _RENAMED = {"RMSNorm": "Qwen2_5_VisionRMSNorm", "FeedForward": "Qwen2_5_VisionML
 _LAZY: dict[str, str] = {
     "Qwen2_5_VLEarlyFusionModel": "._fusion",
     "Qwen2_5_VLTransform": "._model_transform",
+    "generate": "._generation",
     "padded_collate_qwen2_5_vl": "._collate",
 }
 
