@@ -95,6 +95,13 @@ MROPE_REFERENCE_FLOAT32_VS_HF_BOUND = 1e-6
 # batch), 3.8e-6 (image+video), 6.9e-7 (text only).
 FUSED_LOGITS_VS_HF_BOUND = 1e-5
 
+# One training step of the fused model (torchtune recipe: chunked output + CEWithChunkedOutputLoss)
+# vs HF's labels= loss on the same tiny weights (tests/test_training_step.py, 3 configs), the issue's
+# bounds: float32 reordering in forward and backward. Measured: loss 1.6e-7; gradients 7.6e-6 (untied_gqa_hd8
+# decoder layer 1), 6.1e-6 (vision block 0), 5.9e-6 (token embedding).
+TRAIN_LOSS_VS_HF_BOUND = 1e-5  # relative difference of the two losses
+TRAIN_GRAD_VS_HF_BOUND = 1e-4  # rel_error of the token-embedding / decoder-layer / vision-block gradients
+
 # ------------------------------------------------------------------ the parity table
 
 
