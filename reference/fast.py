@@ -26,7 +26,9 @@ from .activations import ACTIVATIONS
 from .bicubic import _ONE, premultiply_alpha, resample_coefficients, unpremultiply_alpha, vertical_first
 from .bicubic_torch import int16_coefficients
 from .color import to_rgb
-from .preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize_table
+from .image_inputs import prepare_images
+from .preprocess import (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, RESCALE_FACTOR, check_mean_std, normalize_table,
+                         rescale_normalize_torch)
 from .smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
 from .validate import check_images, check_resize
 from . import vision
@@ -121,6 +123,7 @@ def vision_forward(pixel_values, grid_thw, weights, config, *, dtype=np.float64,
 
 _BLOCK = 8  # outputs per band: measured fastest from small upscales to 4x downscales
 _STRIP_VALUES = 1 << 18  # about this many float64 values (2 MiB) per strip: it stays in the CPU cache
+_SINGLE_THREAD_MNK = (1 << 18) - 1  # OpenBLAS runs a product single-threaded below m*n*k = 4 * 65536
 
 
 def _band(xmin, weights, start, stop, in_size):
@@ -177,7 +180,11 @@ def _vertical(levels, blocks, r0, lo):
     src = levels.reshape(rows, c * w)
     out = np.empty((blocks[-1][1] - r0, c * w))
     for start, stop, b_lo, b_hi, band in blocks:
-        np.matmul(band.T, src[b_lo - lo:b_hi - lo], out=out[start - r0:stop - r0])
+        # columns a chunk at a time, each product under OpenBLAS's threading threshold (m*n*k < 2^18):
+        # threads on such small products cost far more than they save, worst on a loaded machine
+        cols = max(_SINGLE_THREAD_MNK // band.size, 1)
+        for c0 in range(0, c * w, cols):
+            np.matmul(band.T, src[b_lo - lo:b_hi - lo, c0:c0 + cols], out=out[start - r0:stop - r0, c0:c0 + cols])
     return _round_to_levels(out).reshape(-1, c, w)
 
 
@@ -346,16 +353,47 @@ def patchify_levels(image, table, patch_size=14, merge_size=2, temporal_patch_si
     return out.reshape(gh * gw, channels * tp * p * p), gh, gw
 
 
-def preprocess(images, *, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=14, merge_size=2,
-               temporal_patch_size=2, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD, trace=None):
-    """preprocess.preprocess with the fast resize and the lookup-table patchify; with a `trace`
-    (which wants every stage) it is the plain function."""
-    if trace is not None:
+def torch_normalize_table(mean, std, factor=RESCALE_FACTOR):
+    """[C, 256] float32: what the torchvision backend's fused ``rescale_normalize_torch`` gives for
+    every uint8 level, per channel (made by that very function, as ``normalize_table``)."""
+    levels = np.broadcast_to(np.arange(256, dtype=np.uint8), (len(mean), 1, 256))  # [C, 1, 256]
+    return np.ascontiguousarray(rescale_normalize_torch(levels, mean, std, factor)[:, 0, :])
+
+
+def _preprocess_torchvision(images, min_pixels, max_pixels, patch_size, merge_size, temporal_patch_size,
+                            image_mean, image_std):
+    """The torchvision backend: torch's resize as matrix products, the fused step as a lookup."""
+    chws, _ = prepare_images(images, backend="torchvision", do_convert_rgb=True, input_data_format=None)
+    check_mean_std(image_mean, image_std, 3)
+    table = torch_normalize_table(image_mean, image_std)  # [3, 256] float32
+    rows, grids = [], []
+    for chw in chws:  # uint8 [3, H, W]
+        height, width = smart_resize(chw.shape[1], chw.shape[2], patch_size * merge_size, min_pixels, max_pixels)
+        hwc = chw.transpose(1, 2, 0)  # a view: both steps below read it in place
+        if (height, width) != hwc.shape[:2]:
+            hwc = resize_bicubic_torch(hwc, height, width)
+        patches, gh, gw = patchify_levels(hwc, table, patch_size, merge_size, temporal_patch_size)
+        rows.append(patches)
+        grids.append([1, gh, gw])
+    return {"pixel_values": rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0),
+            "image_grid_thw": np.array(grids, dtype=np.int64)}
+
+
+def preprocess(images, *, backend="pil", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=14,
+               merge_size=2, temporal_patch_size=2, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD,
+               trace=None):
+    """preprocess.preprocess with the fast resize and the lookup-table patchify, on either backend;
+    with a `trace` (which wants every stage) it is the plain function. HF's other options
+    (``do_resize``, ``do_rescale``, ...) are the plain function's only."""
+    if trace is not None or backend not in ("pil", "torchvision"):
         from .preprocess import preprocess as plain
 
-        return plain(images, min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size,
+        return plain(images, backend=backend, min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size,
                      merge_size=merge_size, temporal_patch_size=temporal_patch_size, image_mean=image_mean,
                      image_std=image_std, trace=trace)
+    if backend == "torchvision":
+        return _preprocess_torchvision(images, min_pixels, max_pixels, patch_size, merge_size,
+                                       temporal_patch_size, image_mean, image_std)
     images = check_images(images)
     table = normalize_table(image_mean, image_std)  # [3, 256] float32
     rows, grids = [], []
@@ -371,4 +409,5 @@ def preprocess(images, *, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_si
 
 
 __all__ = ["softmax", "silu", "attention", "segment_attention", "vision_attention", "vision_mlp",
-           "vision_block", "vision_forward", "resample_axis", "resize_bicubic", "resize_bicubic_torch", "patchify_levels", "preprocess"]
+           "vision_block", "vision_forward", "resample_axis", "resize_bicubic", "resize_bicubic_torch", "patchify_levels",
+           "torch_normalize_table", "preprocess"]

@@ -3,7 +3,7 @@
 
 * bicubic: strips of output rows and banded products == Pillow and == the plain tap loop;
 * preprocess: the lookup-table patchify == patchify(normalize(rescale(...))), fast.preprocess ==
-  preprocess;
+  preprocess on both backends (the torchvision table == the fused rescale+normalize);
 * vision: in-place softmax / SiLU, the chunked rotary, segments batched through views ==
   the plain functions, from one segment to the whole tower with its trace;
 * torch_port transform: the banded, threaded Pillow passes == ``image.resize`` and HF;
@@ -22,7 +22,8 @@ from goldenlib.tolerances import FLOAT32_REORDER_BOUND, FLOAT64_REORDER_BOUND
 from helpers import pil_resize
 from reference import fast
 from reference.activations import silu
-from reference.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize, normalize_table, patchify, rescale
+from reference.preprocess import (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize, normalize_table, patchify, rescale,
+                                  rescale_normalize_torch)
 from reference.vision import (apply_rotary, full_cu_seqlens, segment_attention, softmax, vision_attention,
                               vision_forward, vision_mlp, window_index)
 from torch_port import Qwen2_5_VLImageTransform
@@ -62,8 +63,9 @@ def test_fast_resize_equals_plain_resize(channels):
 def test_fast_torch_resize_equals_plain_torch_resize(channels, monkeypatch):
     """fast.resize_bicubic_torch == reference.resize_bicubic_torch, with big and 1-row strips."""
     rng = np.random.default_rng(10 + channels)
-    for strip_values in (fast._STRIP_VALUES, 1):
+    for strip_values, chunk in ((fast._STRIP_VALUES, fast._SINGLE_THREAD_MNK), (1, 1), (1 << 40, 1 << 40)):
         monkeypatch.setattr(fast, "_STRIP_VALUES", strip_values)
+        monkeypatch.setattr(fast, "_SINGLE_THREAD_MNK", chunk)  # vertical products: one column each, or whole
         for (h, w), (oh, ow) in RESIZES:
             image = rng.integers(0, 256, (h, w) if channels == 0 else (h, w, channels), dtype=np.uint8)
             got, want = fast.resize_bicubic_torch(image, oh, ow), reference.resize_bicubic_torch(image, oh, ow)
@@ -122,6 +124,29 @@ def test_fast_preprocess_equals_preprocess(kwargs):
     for shape in ((123, 77, 3), (40, 300), (64, 50, 4), (333, 41, 1)):
         image = rng.integers(0, 256, shape, dtype=np.uint8)
         want, got = reference.preprocess(image, **kwargs), fast.preprocess(image, **kwargs)
+        assert got["pixel_values"].dtype == np.float32 and got["image_grid_thw"].dtype == np.int64
+        np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"])
+        np.testing.assert_array_equal(got["image_grid_thw"], want["image_grid_thw"])
+
+
+def test_torch_normalize_table_is_the_fused_step_per_level():
+    image = np.random.default_rng(8).integers(0, 256, (3, 20, 30), dtype=np.uint8)
+    table = fast.torch_normalize_table(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+    want = rescale_normalize_torch(image, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+    np.testing.assert_array_equal(np.stack([table[c][image[c]] for c in range(3)]), want)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"max_pixels": 28 * 28 * 12}, {"min_pixels": 28 * 28 * 40},
+                                    {"patch_size": 7, "merge_size": 3, "temporal_patch_size": 1,
+                                     "image_mean": (0.1, 0.5, 0.9), "image_std": (0.2, 0.3, 0.7)}])
+def test_fast_torchvision_preprocess_equals_preprocess(kwargs):
+    """backend="torchvision": gray, RGB, RGBA (HF's float32 blend), CHW, a list; resized or not."""
+    rng = np.random.default_rng(20 + len(kwargs))
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((123, 77, 3), (40, 300), (64, 50, 4))]
+    images += [rng.integers(0, 256, (3, 56, 84), dtype=np.uint8), images[:2]]
+    for image in images:
+        want = reference.preprocess(image, backend="torchvision", **kwargs)
+        got = fast.preprocess(image, backend="torchvision", **kwargs)
         assert got["pixel_values"].dtype == np.float32 and got["image_grid_thw"].dtype == np.int64
         np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"])
         np.testing.assert_array_equal(got["image_grid_thw"], want["image_grid_thw"])
