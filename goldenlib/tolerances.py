@@ -112,15 +112,32 @@ class Tol:
 
 
 # max relative error (max|a-b| / max|golden|) allowed, per (dtype of the implementation, stage kind):
-# Tol(local, accumulated). Each is the worst value MEASURED with `uv run python -m parity.measure`
-# over every stored golden (tiny_a and tiny_b on the 15 image cases and two_frames, the 3B tower
-# on full_size_3b), on the CPU (torch 2.15, this project's 2-core machine) and on CUDA (H200, torch
-# 2.11), times 1.3, rounded up to two digits; the comment gives the measured worst (local /
-# accumulated) and where. Image and index stages must be exact everywhere. "float64" is the NumPy
+# Tol(local, accumulated).
+#
+# THE RULE (issue 15, item 5), for the float32 and bfloat16 rows:
+#     bound = S * worst, S = 2, rounded up to two digits,
+#     worst = the largest error measured over (a) every stored golden (tiny_a and tiny_b on the 15
+#     image cases and two_frames, the 3B tower on full_size_3b; CPU, torch 2.15, and CUDA, H200,
+#     torch 2.11: `uv run python -m parity.measure`) and (b) goldens regenerated in memory from 3
+#     other weight seeds per tiny tower x 3 other crop sets (5 cases each: photo windows, noise,
+#     two images; `uv run python tests/test_tolerance_rule.py --seeds 3`, CPU).
+# Why a fit with a factor 2 and not "just above one run": the metric is a MAXIMUM over a stage's
+# elements of float32 (bfloat16) rounding noise, each element's error a sum over the stage's
+# reduction (length K: 1176 for patch_embed, 4 * hidden for the merger's MLP) of terms of size u * |x_i w_i|
+# (u = 2^-24; 2^-8), divided by max|golden|. Its size in units of u depends on the weights and the
+# crop through the ratio sum|x_i w_i| / max|y| (cancellation), which a new weight seed or crop
+# changes: the old table (1.3 x the stored goldens' worst) failed on a legitimate regeneration with
+# 8.65e-7 and 1.06e-6 against 7.6e-7 for ("float32", "output"), and here the worst over the
+# seeds is 1.42x the stored goldens' worst (output local 8.23e-7 vs 5.81e-7). S = 2 covers that
+# spread with room; in units of u the float32 bounds stay between 7 u (merger.ln_q local) and
+# 59 u (accumulated, 32 blocks of the 3B), i.e. float32-sized: a real bug (PLANTED_BUG_MIN_ERROR,
+# 1e-3) is 4 orders above. float16 rows: the older rule (1.3 x the stored goldens' worst), not
+# re-measured over seeds. Image and index stages must be exact everywhere. "float64" is the NumPy
 # reference: 0 on the float64 tiny goldens, so its entries are set by full_size_3b, which is stored
-# in float32 (its inputs and expected values carry float32 rounding).
+# in float32 (its inputs and expected values carry float32 rounding); 1.3 x measured.
+# Comments: measured worst local / accumulated, stored goldens ; seeds (where).
 PARITY_TOLERANCES = {
-    # (dtype, kind): Tol(local, accumulated),  # measured worst: local / accumulated (where)
+    # (dtype, kind): Tol(local, accumulated),
     ("float64", "image"): Tol(0.0, 0.0),
     ("float64", "index"): Tol(0.0, 0.0),
     ("float64", "rotary"): Tol(3.9e-08, 3.9e-08),  # 2.97e-08 (3b rotary_cos)
@@ -131,20 +148,20 @@ PARITY_TOLERANCES = {
     ("float64", "output"): Tol(5.9e-08, 5.2e-08),  # 4.47e-08 / 3.98e-08 (3b)
     ("float32", "image"): Tol(0.0, 0.0),
     ("float32", "index"): Tol(0.0, 0.0),
-    ("float32", "rotary"): Tol(1.8e-06, 1.8e-06),  # 1.38e-06 (aspect_1_150/tiny_b rotary_sin: positions up to 49)
-    ("float32", "patch_embed"): Tol(7.2e-07, 7.2e-07),  # 5.49e-07 (photo_rocket/tiny_a, cpu)
-    ("float32", "attn_residual"): Tol(6.1e-07, 2.1e-06),  # 4.65e-07 / 1.61e-06 (photo_rocket/tiny_b cuda / 3b cuda)
-    ("float32", "block_output"): Tol(7.4e-07, 2.1e-06),  # 5.62e-07 / 1.58e-06 (checkerboard/tiny_b cuda / 3b cuda)
-    ("float32", "merger.ln_q"): Tol(2.6e-07, 2.3e-06),  # 1.99e-07 / 1.75e-06 (checkerboard/tiny_a cpu / 3b cuda)
-    ("float32", "output"): Tol(7.6e-07, 2.1e-06),  # 5.81e-07 / 1.55e-06 (noise/tiny_b cpu / 3b cuda)
+    ("float32", "rotary"): Tol(2.8e-06, 2.8e-06),  # 1.38e-06 (aspect_1_150/tiny_b rotary_sin) ; 3.92e-07
+    ("float32", "patch_embed"): Tol(1.4e-06, 1.4e-06),  # 5.49e-07 (photo_rocket/tiny_a) ; 6.86e-07 (rocket window/tiny_a)
+    ("float32", "attn_residual"): Tol(9.3e-07, 3.3e-06),  # 4.65e-07 / 1.61e-06 (photo_rocket/tiny_b cuda / 3b cuda) ; 4.33e-07 / 6.81e-07
+    ("float32", "block_output"): Tol(1.2e-06, 3.2e-06),  # 5.62e-07 / 1.58e-06 (checkerboard/tiny_b cuda / 3b cuda) ; 4.34e-07 / 8.62e-07
+    ("float32", "merger.ln_q"): Tol(4.0e-07, 3.5e-06),  # 1.99e-07 / 1.75e-06 (checkerboard/tiny_a cpu / 3b cuda) ; 1.85e-07 / 1.15e-06
+    ("float32", "output"): Tol(1.7e-06, 3.1e-06),  # 5.81e-07 / 1.55e-06 (noise/tiny_b cpu / 3b cuda) ; 8.23e-07 (rocket window/tiny_b) / 1.04e-06
     ("bfloat16", "image"): Tol(0.0, 0.0),
     ("bfloat16", "index"): Tol(0.0, 0.0),
-    ("bfloat16", "rotary"): Tol(1.8e-06, 1.8e-06),  # 1.38e-06 (the port keeps the tables in float32)
-    ("bfloat16", "patch_embed"): Tol(6.9e-03, 6.9e-03),  # 5.24e-03 (rgba/tiny_b)
-    ("bfloat16", "attn_residual"): Tol(1.3e-02, 4.4e-02),  # 9.94e-03 / 3.32e-02 (checkerboard/tiny_a / 3b cuda)
-    ("bfloat16", "block_output"): Tol(2.0e-02, 4.5e-02),  # 1.53e-02 / 3.43e-02 (checkerboard/tiny_b cpu / 3b cuda)
-    ("bfloat16", "merger.ln_q"): Tol(1.2e-02, 4.9e-02),  # 8.95e-03 / 3.71e-02 (photo_chelsea/tiny_a / 3b cuda)
-    ("bfloat16", "output"): Tol(1.1e-02, 2.5e-02),  # 7.93e-03 / 1.91e-02 (checkerboard/tiny_b)
+    ("bfloat16", "rotary"): Tol(2.8e-06, 2.8e-06),  # 1.38e-06 ; 3.92e-07 (the port keeps the tables in float32)
+    ("bfloat16", "patch_embed"): Tol(1.2e-02, 1.2e-02),  # 5.24e-03 (rgba/tiny_b) ; 5.54e-03
+    ("bfloat16", "attn_residual"): Tol(2.2e-02, 6.7e-02),  # 9.94e-03 / 3.32e-02 (checkerboard/tiny_a / 3b cuda) ; 1.07e-02 / 1.70e-02
+    ("bfloat16", "block_output"): Tol(3.1e-02, 6.9e-02),  # 1.53e-02 / 3.43e-02 (checkerboard/tiny_b cpu / 3b cuda) ; 1.35e-02 / 2.03e-02
+    ("bfloat16", "merger.ln_q"): Tol(1.9e-02, 7.5e-02),  # 8.95e-03 / 3.71e-02 (photo_chelsea/tiny_a / 3b cuda) ; 9.28e-03 / 2.78e-02
+    ("bfloat16", "output"): Tol(1.7e-02, 3.9e-02),  # 7.93e-03 / 1.91e-02 (checkerboard/tiny_b) ; 8.47e-03 / 1.79e-02
     ("float16", "image"): Tol(0.0, 0.0),
     ("float16", "index"): Tol(0.0, 0.0),
     ("float16", "rotary"): Tol(1.8e-06, 1.8e-06),  # 1.38e-06
