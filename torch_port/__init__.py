@@ -100,6 +100,7 @@ _LAZY: dict[str, str] = {
     "Qwen2_5_VLEarlyFusionModel": "._fusion",
     "Qwen2_5_VLTransform": "._model_transform",
     "generate": "._generation",
+    "load_hf_model_checkpoint": "._model_checkpoint",
     "padded_collate_qwen2_5_vl": "._collate",
 }
 

@@ -1,0 +1,140 @@
+"""torch_port.load_hf_model_checkpoint on a synthetic full HF folder (tests/hf_tiny_folder.py:
+3 bf16 shards + index, config.json, preprocessor_config.json, tiny BPE tokenizer), both key
+layouts, against HF's own from_pretrained of the same folder; and the folder's faults, each
+named by key or file."""
+
+import json
+import shutil
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+pytest.importorskip("torchtune")
+
+from torchtune.data import Message  # noqa: E402
+from transformers import Qwen2_5_VLForConditionalGeneration  # noqa: E402
+
+import torch_port  # noqa: E402
+from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, rel_error  # noqa: E402
+from hf_tiny_folder import hf_weights, write_hf_folder  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_hf_folder(tmp_path_factory.mktemp("hf") / "released")
+
+
+def _sample(transform):
+    image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8))
+    messages = [Message(role="user", content=[{"type": "image", "content": image},
+                                              {"type": "text", "content": "What is in this image?"}]),
+                Message(role="assistant", content="")]
+    return transform({"messages": messages}, inference=True)
+
+
+@pytest.mark.parametrize("layout", ["released", "transformers5"])
+def test_folder_loads_bf16_weights_exactly(tmp_path, layout):
+    weights = hf_weights(layout)
+    model, transform = torch_port.load_hf_model_checkpoint(write_hf_folder(tmp_path, weights))
+    expected = torch_port.qwen2_5_vl_hf_to_tune(weights)
+    got = model.state_dict()
+    assert set(got) == set(expected)
+    assert all(got[k].dtype == torch.bfloat16 and torch.equal(got[k], expected[k]) for k in expected)
+    assert transform.image_token_id == model.token_ids["image"] == 151655
+    sample = _sample(transform)
+    assert sample["encoder_input"]["image"]["pixel_values"].dtype == torch.bfloat16
+
+
+def test_folder_logits_match_hf_from_pretrained(folder):
+    model, transform = torch_port.load_hf_model_checkpoint(folder, dtype=torch.float32)
+    hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32,
+                                                            attn_implementation="eager").eval()
+    sample = _sample(transform)
+    ids = torch.tensor([sample["tokens"]])
+    image = sample["encoder_input"]["image"]
+    types = (ids == 151655).long()
+    with torch.no_grad():
+        expected = hf(input_ids=ids, mm_token_type_ids=types, pixel_values=image["pixel_values"],
+                      image_grid_thw=image["grid_thw"]).logits
+        got = model(ids, encoder_input=sample["encoder_input"], input_pos=sample["input_pos"][:, None])
+    err = rel_error(got, expected)
+    print(f"folder float32 vs HF from_pretrained: logits rel err {err:.3g}")
+    assert err <= FUSED_LOGITS_VS_HF_BOUND
+
+
+def _copy(folder, tmp_path):
+    return shutil.copytree(folder, tmp_path / "copy")
+
+
+def _rewrite(tmp_path, edit):
+    weights = hf_weights("released")
+    edit(weights)
+    return write_hf_folder(tmp_path / "faulty", weights)
+
+
+def test_missing_decoder_key_named(tmp_path):
+    path = _rewrite(tmp_path, lambda w: w.pop("model.layers.1.mlp.gate_proj.weight"))
+    with pytest.raises(ValueError, match=r"missing key .*layers\.1\.mlp.*model\.layers\.1\.mlp\.gate_proj\.weight"):
+        torch_port.load_hf_model_checkpoint(path)
+
+
+def test_missing_visual_key_named(tmp_path):
+    path = _rewrite(tmp_path, lambda w: w.pop("visual.blocks.0.attn.qkv.weight"))
+    with pytest.raises(ValueError, match=r"missing key .*blocks\.0\.attn\.qkv\.weight"):
+        torch_port.load_hf_model_checkpoint(path)
+
+
+def test_wrong_shape_named(tmp_path):
+    def edit(w):
+        w["model.layers.0.self_attn.o_proj.weight"] = w["model.layers.0.self_attn.o_proj.weight"][:, :32].contiguous()
+    with pytest.raises(ValueError, match=r"shape mismatch for 'model\.layers\.0\.self_attn\.o_proj\.weight'"):
+        torch_port.load_hf_model_checkpoint(_rewrite(tmp_path, edit))
+
+
+def test_nan_weight_named(tmp_path):
+    def edit(w):
+        w["visual.merger.mlp.0.weight"] = w["visual.merger.mlp.0.weight"].clone()
+        w["visual.merger.mlp.0.weight"][0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"non-finite .*'visual\.merger\.mlp\.0\.weight' \(1 NaN, 0 Inf\)"):
+        torch_port.load_hf_model_checkpoint(_rewrite(tmp_path, edit))
+
+
+def test_pickle_only_folder_refused(folder, tmp_path):
+    path = _copy(folder, tmp_path)
+    for shard in path.glob("*.safetensors"):
+        shard.unlink()
+    (path / "model.safetensors.index.json").unlink()
+    (path / "pytorch_model.bin").write_bytes(b"not unpickled")
+    with pytest.raises(ValueError, match=r"pickle checkpoint files \['pytorch_model\.bin'\]"):
+        torch_port.load_hf_model_checkpoint(path)
+
+
+def test_shard_missing_named(folder, tmp_path):
+    path = _copy(folder, tmp_path)
+    (path / "model-00002-of-00003.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing .*\['model-00002-of-00003\.safetensors'\]"):
+        torch_port.load_hf_model_checkpoint(path)
+
+
+@pytest.mark.parametrize("name", ["vocab.json", "merges.txt", "tokenizer_config.json"])
+def test_missing_tokenizer_file_named(folder, tmp_path, name):
+    path = _copy(folder, tmp_path)
+    (path / name).unlink()
+    with pytest.raises(FileNotFoundError, match=rf"tokenizer files \['{name}'\]"):
+        torch_port.load_hf_model_checkpoint(path)
+
+
+def test_token_id_disagreement_named(folder, tmp_path):
+    path = _copy(folder, tmp_path)
+    config = json.loads((path / "config.json").read_text())
+    config["image_token_id"] = 151654
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"image_token_id=151654 but the tokenizer's <\|image_pad\|> is 151655"):
+        torch_port.load_hf_model_checkpoint(path)
+
+
+def test_missing_folder_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        torch_port.load_hf_model_checkpoint(tmp_path / "nowhere")

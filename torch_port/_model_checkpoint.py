@@ -1,0 +1,144 @@
+"""Load a whole HF Qwen2.5-VL checkpoint folder: the fused model and its model transform.
+
+The folder is what the hub holds: ``config.json``, ``preprocessor_config.json``, weights as
+``model.safetensors`` or ``model.safetensors.index.json`` + shards (released or transformers-5 key
+layout), and the tokenizer files ``vocab.json``, ``merges.txt``, ``tokenizer_config.json`` (plus
+``tokenizer.json`` when present: its ``added_tokens`` are the special tokens; without it the
+``added_tokens_decoder`` of ``tokenizer_config.json`` must agree with Qwen2.5's released ids).
+
+Every fault names the file or key: a missing file, a shard named in the index but absent, a folder
+of pickle files only (never unpickled), an unreadable shard, and (through ``load_hf_model``) missing,
+unexpected or misshaped keys and non-finite weights. The model's image / video token ids must be
+the tokenizer's ``<|image_pad|>`` / ``<|video_pad|>`` ids, or the transform's placeholders would
+not reach the vision tower.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ._checkpoint import _PICKLE_SUFFIXES, _read_json, _transform_kwargs
+from ._config import encoder_kwargs
+from ._model_loading import load_hf_model
+from ._model_transform import Qwen2_5_VLTransform
+
+__all__ = ["load_hf_model_checkpoint"]
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
+INDEX = "model.safetensors.index.json"
+# preprocessor flags the model transform always applies (HF's defaults); other values are refused
+_FIXED_FLAGS = {"do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                "do_convert_rgb": True}
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / INDEX
+    if index.is_file():
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ValueError(f"{index} has no 'weight_map' (tensor name -> shard file)")
+        names = sorted(set(weight_map.values()))
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"shards named in {INDEX} are missing from {folder}: {missing}")
+        return [folder / n for n in names]
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise ValueError(f"{folder} holds pickle checkpoint files {pickles} and no safetensors weights; they are "
+                         "refused (unpickling can run arbitrary code): convert them to safetensors")
+    raise FileNotFoundError(f"no model.safetensors or {INDEX} in {folder}")
+
+
+def _read_weights(files: list[Path]) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    tensors: dict[str, torch.Tensor] = {}
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                for key in f.keys():
+                    if key in tensors:
+                        raise ValueError(f"tensor {key!r} appears in two shards (the second: {path.name})")
+                    tensors[key] = f.get_tensor(key)
+        except ValueError:
+            raise
+        except Exception as e:  # safetensors' own SafetensorError: header, offsets, dtype
+            raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    return tensors
+
+
+def _special_tokens_path(folder: Path) -> str | None:
+    """tokenizer.json when present; else None (torchtune's Qwen2.5 ids) after checking that
+    tokenizer_config.json's added tokens agree with them."""
+    if (folder / "tokenizer.json").is_file():
+        return str(folder / "tokenizer.json")
+    from torchtune.models.qwen2_5._tokenizer import QWEN2_5_SPECIAL_TOKENS
+
+    added = _read_json(folder / "tokenizer_config.json").get("added_tokens_decoder") or {}
+    differ = [f"{entry.get('content')!r}: {int(i)} vs {QWEN2_5_SPECIAL_TOKENS[entry.get('content')]}"
+              for i, entry in added.items()
+              if entry.get("content") in QWEN2_5_SPECIAL_TOKENS and QWEN2_5_SPECIAL_TOKENS[entry["content"]] != int(i)]
+    if differ:
+        raise ValueError(f"tokenizer_config.json gives special tokens other ids than Qwen2.5's and there is no "
+                         f"tokenizer.json to read them from: {differ}")
+    return None
+
+
+def load_hf_model_checkpoint(path, dtype: torch.dtype = torch.bfloat16, device="cpu"):
+    """An HF Qwen2.5-VL folder -> ``(Qwen2_5_VLEarlyFusionModel, Qwen2_5_VLTransform)``.
+
+    Args:
+        path: the checkpoint folder (see the module docstring for its files).
+        dtype (torch.dtype): parameter dtype (bfloat16, the released weights' dtype); the transform
+            returns pixel values in this dtype too.
+        device: parameter device.
+
+    Returns:
+        tuple: the model (eval mode) and the transform (images and videos with the folder's
+        preprocessor settings, the vision config's ``tokens_per_second``).
+
+    Raises:
+        FileNotFoundError: a missing folder, config, tokenizer file or shard.
+        ValueError: pickle-only weights, unreadable shards, configs the port refuses, weights that do
+            not fit (every missing / unexpected / misshaped key, non-finite tensors), token ids that
+            disagree between config.json and the tokenizer.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {folder} does not exist or is not a directory")
+    config = _read_json(folder / "config.json")
+    processor = _transform_kwargs(_read_json(folder / "preprocessor_config.json"))
+    missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"tokenizer files {missing} not found in checkpoint folder {folder}")
+    for name, value in _FIXED_FLAGS.items():
+        got = processor.pop(name)
+        if got != value:
+            raise ValueError(f"preprocessor_config.json: {name}={got!r}; the model "
+                             f"transform implements only {name}={value!r}")
+    vision = config.get("vision_config")
+    if not isinstance(vision, dict):
+        raise ValueError(f"{folder / 'config.json'} has no vision_config dict")
+    tower = encoder_kwargs(vision)
+    for t, e in (("patch_size", "patch_size"), ("merge_size", "spatial_merge_size"),
+                 ("temporal_patch_size", "temporal_patch_size")):
+        if processor[t] != tower[e]:
+            raise ValueError(f"preprocessor_config.json {t}={processor[t]} disagrees with config.json "
+                             f"vision_config {e}={tower[e]}")
+
+    transform = Qwen2_5_VLTransform(
+        str(folder / "vocab.json"), str(folder / "merges.txt"), _special_tokens_path(folder),
+        tokens_per_second=vision.get("tokens_per_second", 2), dtype=dtype, **processor,
+    )
+    for kind, field in (("image", "image_token_id"), ("video", "video_token_id")):
+        model_id = int(config.get(field, 151655 if kind == "image" else 151656))
+        token_id = transform.image_token_id if kind == "image" else transform.video_token_id
+        if model_id != token_id:
+            raise ValueError(f"config.json {field}={model_id} but the tokenizer's <|{kind}_pad|> is {token_id}")
+
+    model = load_hf_model(config, _read_weights(_weight_files(folder)), dtype=dtype, device=device)
+    return model, transform
