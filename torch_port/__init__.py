@@ -102,6 +102,13 @@ _LAZY: dict[str, str] = {
     "generate": "._generation",
     "load_hf_model_checkpoint": "._model_checkpoint",
     "padded_collate_qwen2_5_vl": "._collate",
+    "Qwen2_5_VLHFCheckpointer": "._checkpointer",
+    "qwen2_5_vl_chat_dataset": "._dataset",
+    "lora_qwen2_5_vl": "._lora",
+    "lora_qwen2_5_vl_3b": "._lora",
+    "lora_qwen2_5_vl_7b": "._lora",
+    "qwen2_5_vl_from_hf_config": "._hf_config_builders",
+    "lora_qwen2_5_vl_from_hf_config": "._hf_config_builders",
 }
 
 __all__ += sorted(_LAZY)
