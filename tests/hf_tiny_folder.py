@@ -3,7 +3,8 @@ ids are Qwen's released ones, written as bf16 safetensors shards + index, config
 preprocessor_config.json and the tiny BPE tokenizer (tests/tiny_tokenizer.py).
 
 The vocabulary is 151680 rows so that the tokenizer's ids (specials at 151643..151664) fit;
-hidden size 64 keeps the embedding at 9.7M parameters (19 MB in bf16, tied).
+hidden size 64 keeps the embedding at 9.7M parameters (19 MB in bf16, tied); the rows of ids the
+tiny tokenizer lacks are zero.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from safetensors.torch import save_file
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from hf_tiny_vl import config_dict
-from tiny_tokenizer import SPECIAL_IDS, write_tiny_tokenizer
+from tiny_tokenizer import SPECIAL_IDS, tiny_vocab, write_tiny_tokenizer
 
 VOCAB = 151680
 MAX_PIXELS = 28 * 28 * 16  # at most 16 merged tokens per image: small prompts
@@ -47,6 +48,11 @@ def hf_folder_model(seed: int = 0) -> Qwen2_5_VLForConditionalGeneration:
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
             else:
                 p.copy_(torch.randn_like(p) * (0.1 if p.ndim == 1 else 0.2))
+        # rows the tiny tokenizer has no token for are zero (tied: logit 0), so greedy decoding
+        # picks ids the tokenizer can decode
+        unused = torch.ones(VOCAB, dtype=torch.bool)
+        unused[list(tiny_vocab()[0].values())] = False
+        model.get_input_embeddings().weight[unused] = 0.0
     return model
 
 
