@@ -57,6 +57,7 @@ def test_greedy_image_prompt_matches_hf(name):
     assert not model.caches_are_setup()
 
 
+@pytest.mark.slow
 def test_batch_of_two_images_matches_hf():
     hf, model = models("untied_mha")
     ids, grid, pv = _image_prompt(seed=1, grids=((1, 4, 6), (1, 6, 4)))
