@@ -17,7 +17,12 @@ from .tower_goldens import hf_crosscheck, run_tower
 
 
 class CrosscheckError(RuntimeError):
-    """The reference disagrees with HF beyond the bounds: nothing may be written."""
+    """The reference disagrees with HF beyond the bounds: nothing may be written. ``stages``: the
+    stage names that differ (as stored: ``resized``, ``tiny_a.output``, ...), when known."""
+
+    def __init__(self, message, stages=()):
+        super().__init__(message)
+        self.stages = list(stages)
 
 
 def build_weights(tower_name, weights=None):
@@ -34,11 +39,20 @@ def _inputs(case: Case):
     if case.make is None:
         pixel_values, grid_thw = case.inputs()
         return None, {}, pixel_values, grid_thw
+    if case.kind == "video":
+        from . import video_goldens
+
+        clips, tensors = video_goldens.run_reference(case)
+        diffs = video_goldens.crosscheck(case, clips, tensors)
+        bad = {stage: diff for stage, diff in diffs.items() if diff != 0.0}
+        if bad:
+            raise CrosscheckError(f"case {case.name}: reference video stages differ from HF at {bad}")
+        return clips, tensors, tensors["pixel_values_videos"], tensors["video_grid_thw"]
     images, tensors = run_reference(case)
     diffs = crosscheck(case, images, tensors)
     bad = {stage: diff for stage, diff in diffs.items() if diff != 0.0}
     if bad:
-        raise CrosscheckError(f"case {case.name}: reference image stages differ from HF at {bad}")
+        raise CrosscheckError(f"case {case.name}: reference image stages differ from HF at {bad}", bad)
     return images, tensors, tensors["pixel_values"], tensors["image_grid_thw"]
 
 
@@ -50,11 +64,11 @@ def build_positions(case: Case):
     tensors = run_reference(case)
     differ, errors = crosscheck(case, tensors)
     if differ:
-        raise CrosscheckError(f"case {case.name}: reference differs from HF at {differ}")
+        raise CrosscheckError(f"case {case.name}: reference differs from HF at {differ}", differ)
     bad = {stage: error for stage, error in errors.items() if not error <= POSITIONS_ROTARY_VS_HF_BOUND}
     if bad:
         raise CrosscheckError(f"case {case.name}: mRoPE cos/sin differ from HF beyond "
-                              f"{POSITIONS_ROTARY_VS_HF_BOUND:g}: {bad}")
+                              f"{POSITIONS_ROTARY_VS_HF_BOUND:g}: {bad}", bad)
     return tensors, positions_metadata(case), errors
 
 
@@ -70,7 +84,7 @@ def build_case(case: Case, towers=None, weights_of=None):
     towers = case.towers if towers is None else tuple(towers)
     weights_of = weights_of or (lambda name: TOWERS[name].weights())
     images, image_tensors, pixel_values, grid_thw = _inputs(case)
-    if case.kind == "image":
+    if case.kind in ("image", "video"):
         tensors = dict(image_tensors)
     else:  # a tower case keeps only what the towers read
         tensors = {"pixel_values": pixel_values, "image_grid_thw": grid_thw}
@@ -93,6 +107,10 @@ def _metadata(case, towers):
     common = {"tower_configs": {name: TOWERS[name].config.to_dict() for name in towers}, "tower_dtype": tower_dtype}
     if case.kind == "image":
         return {**image_metadata(case), **common, **case.metadata}
+    if case.kind == "video":
+        from .video_goldens import video_metadata
+
+        return {**video_metadata(case), **common, **case.metadata}
     from .hf_image import versions
 
     metadata = {"case": case.name, "kind": case.kind, "description": case.description, **common,
@@ -108,4 +126,5 @@ def check_crosscheck(report, bound=HF_CROSSCHECK_BOUND):
            if not err <= bound]
     if bad:
         lines = "\n".join(f"  {case} {config} {impl} {stage}: {err:.3e}" for case, config, (impl, stage), err in bad)
-        raise CrosscheckError(f"tower differs from HF beyond {bound:g}:\n{lines}")
+        raise CrosscheckError(f"tower differs from HF beyond {bound:g}:\n{lines}",
+                              [f"{config}.{stage}" for _, config, (_, stage), _ in bad])

@@ -16,7 +16,15 @@ read this list, so adding a case is adding one entry:
   rotary's cos/sin for the small head (``ROTARY``), all cross-checked against HF.
 
 Every input is made here from a seed or cut from a committed photo (data/photos), so a case can
-be rebuilt anywhere without the golden file. Future kinds (video) join the list with their own ``kind``.
+be rebuilt anywhere without the golden file.
+
+* a TORCHVISION image case: an image case with ``params={"backend": "torchvision"}`` (HF's default
+  ``Qwen2VLImageProcessor``); stores ``reference.TORCHVISION_STAGES`` that ran, no towers (the
+  towers' behaviour on image pixel values is covered by the PIL cases);
+* a VIDEO case (``kind="video"``): uint8 clips [T, H, W, 3] (``make``) through
+  ``reference.preprocess_video`` (``params``: its keyword arguments); stores every video stage,
+  ``pixel_values_videos``, ``video_grid_thw``, ``second_per_grid_ts``, checked bit for bit against
+  ``Qwen2VLVideoProcessor``, plus its towers run on the video grid.
 """
 
 from __future__ import annotations
@@ -79,7 +87,7 @@ class Case:
     description: str
     make: callable = None  # () -> list of uint8 images (None: a tower case made by ``inputs``)
     params: dict = field(default_factory=dict)  # preprocess keyword arguments
-    kind: str = "image"  # "image": image stages + towers; "tower": pixel_values + towers only; "positions"
+    kind: str = "image"  # "image": image stages + towers; "tower": pixel_values + towers only; "positions"; "video"
     inputs: callable = None  # () -> (pixel_values, grid_thw) for a tower case without an image; () -> PositionInputs
     towers: tuple = TINY  # names in TOWERS run on the case's pixel_values
     blocks: tuple | None = None  # blocks whose stages are kept (None: every block)
@@ -209,6 +217,21 @@ def _positions(layouts, images=None, videos=None, seconds=None, seed=0, masked=F
                           None if seconds is None else np.array(seconds, dtype=np.float64), mask)
 
 
+def _clip(seed, frames, height, width):
+    return np.random.default_rng(seed).integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
+
+
+def _panning(frames, height, width, step=6):
+    """A camera pan over the cat photo: every frame differs (shifted ``step`` pixels right)."""
+    cat = photo("chelsea")
+    return np.stack([cat[10:10 + height, step * i:step * i + width] for i in range(frames)])
+
+
+TORCHVISION = {"backend": "torchvision"}
+# Video goldens use small per-frame bounds (HF's video defaults, 100352 .. 602112 pixels a frame,
+# would make each case megabytes); the defaults themselves are tested against HF in test_video.py.
+VIDEO_SMALL = {"min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 12}
+
 # Full-size stages kept: every 8th block (0, 8, 16, 24), the last (31), the full-attention
 # block 7, and the block before each of 7, 8, 16, 24, 31 so that each can be teacher-forced.
 FULL_BLOCKS = (0, 6, 7, 8, 15, 16, 23, 24, 30, 31)
@@ -267,6 +290,32 @@ CASES = [
          "batch", kind="positions", towers=(),
          inputs=lambda: _positions([["pad"] * 4 + [3, "image", 2], [7, "image", 2]], images=[[1, 4, 8], [1, 8, 4]],
                                    seed=105, masked=True)),
+    # HF's default image processor (torchvision backend): torch's uint8 bicubic + the fused float32 step.
+    Case("tv_photo_astronaut", "torchvision backend: astronaut crop 130x130 -> 140x140",
+         lambda: [photo("astronaut")[40:170, 60:190]], TORCHVISION, towers=()),
+    Case("tv_photo_chelsea", "torchvision backend: cat photo 150x226 -> 140x224 (both passes)",
+         lambda: [photo("chelsea")], TORCHVISION, towers=()),
+    Case("tv_photo_coffee", "torchvision backend: coffee crop 120x170 -> 112x168",
+         lambda: [photo("coffee")[40:160, 60:230]], TORCHVISION, towers=()),
+    Case("tv_photo_rocket", "torchvision backend: rocket crop 120x100 -> 112x112 (height shrinks, width grows)",
+         lambda: [photo("rocket")[20:140, 100:200]], TORCHVISION, towers=()),
+    Case("tv_upscale", "torchvision backend: 10x12 noise upscaled to min_pixels (56x84)",
+         lambda: [_noise(10, 12, seed=12)], TORCHVISION, towers=()),
+    Case("tv_one_axis", "torchvision backend: 56x100 noise -> 56x112 (only the width pass runs)",
+         lambda: [_noise(56, 100, seed=17)], TORCHVISION, towers=()),
+    Case("tv_aspect_1_150", "torchvision backend: 3x450 strip (aspect 1:150) -> 28x700",
+         lambda: [_noise(3, 450, seed=14)], TORCHVISION, towers=()),
+    # Video (Qwen2VLVideoProcessor, torchvision); tiny towers on the video grids.
+    Case("video_1_frame", "1 frame 60x90 -> 56x84, padded to 2 frames (grid_t 1)",
+         lambda: [_clip(30, 1, 60, 90)], VIDEO_SMALL, kind="video"),
+    Case("video_5_frames", "5 frames 50x70 -> 56x84, the last repeated: grid_t 3",
+         lambda: [_clip(31, 5, 50, 70)], VIDEO_SMALL, kind="video"),
+    Case("video_panning", "4 different frames (a pan over the cat photo) 64x96 -> 56x84",
+         lambda: [_panning(4, 64, 96)], VIDEO_SMALL, kind="video"),
+    Case("video_fps_sampling", "30 frames at 30 fps, sampled at fps 2 (min_frames 4: frames 0, 7, 15, 22), "
+         "48x64 -> 56x84; second_per_grid_ts 2 / 4 fps = 0.5",
+         lambda: [_clip(32, 30, 48, 64)], {**VIDEO_SMALL, "do_sample_frames": True, "fps": 2, "video_fps": 30},
+         kind="video"),
     # The parity report's seed scenario (README "Parity report"): not stored, built in memory.
     Case("seed_rocket_224", "rocket photo crop rows 0-212, columns 60-283 (213x224) -> 224x224: only the "
          "vertical pass runs (the parity report's seed scenario, see README 'Parity report')",
@@ -276,7 +325,9 @@ CASES = [
 BY_NAME = {case.name: case for case in CASES}
 if len(BY_NAME) != len(CASES):
     raise RuntimeError("two golden cases share a name")
-IMAGE_CASES = [case for case in CASES if case.kind == "image" and case.stored]
+IMAGE_CASES = [case for case in CASES if case.kind == "image" and case.stored and "backend" not in case.params]
+TV_IMAGE_CASES = [case for case in CASES if case.kind == "image" and case.stored and "backend" in case.params]
+VIDEO_CASES = [case for case in CASES if case.kind == "video" and case.stored]
 TOWER_CASES = [case for case in CASES if case.kind == "tower" and case.stored]
 POSITION_CASES = [case for case in CASES if case.kind == "positions" and case.stored]
 SCENARIOS = {case.name: case for case in CASES if not case.stored}

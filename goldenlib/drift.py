@@ -1,7 +1,7 @@
 """The drift report of ``generate_golden.py --check``: recomputed cases against the stored goldens.
 
 * Stages are listed in pipeline order, taken from the code that produces them: the image stages
-  in ``reference.preprocess.IMAGE_STAGES`` order, ``pixel_values``, then each tower (``TOWERS``
+  in ``PREPROCESS_ORDER`` (image and video), the outputs, then each tower (``TOWERS``
   order) in its trace order (``parity.stages.tower_stage_order``), then a positions case's inputs
   and its stages in ``goldenlib.position_goldens`` order.
 * A drifted stage is LOCAL when the stage, recomputed from the golden's own upstream stage
@@ -26,7 +26,11 @@ from .tolerances import DRIFT_BOUNDS, rel_error
 
 # second_per_grid_ts: a positions case's float input, stored as given.
 EXACT_STAGES = ("input", "rgb", "resized", "rescaled", "normalized", "pixel_values", "image_grid_thw",
-                "second_per_grid_ts")
+                "second_per_grid_ts", "sampled", "rescaled_normalized", "padded", "pixel_values_videos",
+                "video_grid_thw")
+# Image and video stages in pipeline order (the torchvision backend's fused step, the video's sampling and padding).
+PREPROCESS_ORDER = ("input", "rgb", "sampled", "resized", "rescaled", "rescaled_normalized", "normalized", "padded")
+OUTPUT_ORDER = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 VERSION_KEYS = ("numpy", "pillow", "torch", "torchvision", "transformers", "safetensors", "openblas_kernel")
 
 
@@ -56,15 +60,14 @@ def drift_bound(stage, value):
 def stage_order(name, stages):
     """The stage names ``stages`` of case ``name`` in pipeline order (unknown names last, sorted)."""
     from parity.stages import tower_stage_order
-    from reference.preprocess import IMAGE_STAGES
 
     from .position_goldens import INTEGER_STAGES, ROTARY_STAGES
 
     stages = set(stages)
     order = []
-    for stage in IMAGE_STAGES:  # one image: "resized"; several: "resized.0", "resized.1", ...
+    for stage in PREPROCESS_ORDER:  # one image: "resized"; several: "resized.0", "resized.1", ...
         order += [stage] + sorted((s for s in stages if s.startswith(stage + ".")), key=lambda s: int(s.split(".")[1]))
-    order += ["pixel_values", "image_grid_thw"]
+    order += list(OUTPUT_ORDER)
     for tower, spec in TOWERS.items():
         own = {s[len(tower) + 1:] for s in stages if s.startswith(tower + ".")}
         order += [f"{tower}.{s}" for s in tower_stage_order(own, spec.config.depth)]
@@ -80,15 +83,14 @@ def pipeline_rank(row):
     """Where ``row``'s stage sits in the pipeline, comparable across cases: file problems, then
     image stages, pixel_values, tower stages (by trace position), positions stages."""
     from parity.stages import tower_stage_order
-    from reference.preprocess import IMAGE_STAGES
 
     from .position_goldens import INTEGER_STAGES, ROTARY_STAGES
 
     base = row.stage.split(".")[0]
     if row.stage.startswith("("):
         return (0, 0)
-    if base in IMAGE_STAGES + ("pixel_values", "image_grid_thw"):
-        return (1, (IMAGE_STAGES + ("pixel_values", "image_grid_thw")).index(base))
+    if base in PREPROCESS_ORDER + OUTPUT_ORDER:
+        return (1, (PREPROCESS_ORDER + OUTPUT_ORDER).index(base))
     if base in TOWERS:
         depth = TOWERS[base].config.depth
         names = {"patch_embed", "rotary_cos", "rotary_sin", "window_index", "cu_seqlens", "cu_window_seqlens",
@@ -142,7 +144,9 @@ def _tower_local(name, stored, tower, weights_of):
     config = TOWERS[tower].config
     golden = TowerGolden(tower, config, stages, lambda: weights_of(tower))
     impl = ReferenceImplementation(config, weights_of(tower), "float64")
-    local = local_stages(impl, golden, stored["pixel_values"], stored["image_grid_thw"])
+    video = "pixel_values_videos" in stored  # a video case: the towers ran on the video grid
+    local = local_stages(impl, golden, stored["pixel_values_videos" if video else "pixel_values"],
+                         stored["video_grid_thw" if video else "image_grid_thw"])
     return {prefix + k: v for k, v in local.items()}
 
 
@@ -259,8 +263,8 @@ def touched_cases(library):
         return [c.name for c in stored if c.kind in ("image", "tower", "positions")]
     if library in ("torch", "transformers"):  # the HF side of every cross-check (towers, processor, positions)
         return [c.name for c in stored]
-    if library == "torchvision":  # not used by the generator (HF's Pil processor path)
-        return []
+    if library == "torchvision":  # HF's default image processor and its video processor
+        return [c.name for c in stored if c.kind == "video" or c.params.get("backend") == "torchvision"]
     return [c.name for c in stored] + [f"weights_{t}" for t, spec in TOWERS.items() if spec.stored_weights]
 
 
@@ -270,7 +274,7 @@ TOUCHES = {
     "openblas_kernel": "float64 tower stages and cos/sin, within DRIFT_BOUNDS['float64']",
     "torch": "the HF cross-check (HF's tower and rotary run in torch); full_size_3b's float32 cast",
     "transformers": "the HF cross-check of every case (processor, tower, get_rope_index)",
-    "torchvision": "nothing the generator runs",
+    "torchvision": "the HF cross-check of the torchvision-backend image cases and the video cases",
     "safetensors": "reading the files only",
 }
 

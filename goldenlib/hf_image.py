@@ -49,6 +49,41 @@ def hf_stages(image, resized_hw, image_mean, image_std):
     return {"rgb": rgb, "resized": resized, "rescaled": rescaled, "normalized": normalized}
 
 
+def hf_torchvision_processor(min_pixels, max_pixels):
+    from .hf_compat import size_bounds, torchvision_image_processor_class
+
+    processor = torchvision_image_processor_class()(min_pixels=min_pixels, max_pixels=max_pixels)
+    got = size_bounds(processor)
+    if got != (min_pixels, max_pixels):  # transformers#41955, as for the PIL processor
+        raise RuntimeError(f"HF processor ignored min/max_pixels: asked {(min_pixels, max_pixels)}, has {got}")
+    return processor
+
+
+def hf_preprocess_torchvision(images, min_pixels, max_pixels):
+    """HF's torchvision-backend processor (``hf_compat.torchvision_image_processor_class``, CPU) on PIL images."""
+    processor = hf_torchvision_processor(min_pixels, max_pixels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = processor(images=[to_pil(image) for image in images], return_tensors="np")
+    return {"pixel_values": np.asarray(out["pixel_values"]), "image_grid_thw": np.asarray(out["image_grid_thw"])}
+
+
+def hf_stages_torchvision(image, min_pixels, max_pixels):
+    """Per-image stages of the torchvision backend from the processor's own methods: rgb,
+    resized (its smart resize on the uint8 [1, 3, H, W] tensor), rescaled_normalized (its fused step)."""
+    import torch
+
+    from .hf_compat import convert_to_rgb_numpy, torchvision_resize
+
+    processor = hf_torchvision_processor(min_pixels, max_pixels)
+    rgb = convert_to_rgb_numpy(to_pil(image))
+    chw = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]  # [1, 3, H, W] uint8
+    resized = torchvision_resize(processor, chw)
+    fused = processor.rescale_and_normalize(resized, True, processor.rescale_factor, True,
+                                            processor.image_mean, processor.image_std)
+    return {"rgb": rgb, "resized": resized[0].permute(1, 2, 0).numpy(), "rescaled_normalized": fused[0].numpy()}
+
+
 def versions():
     import importlib.metadata as md
 

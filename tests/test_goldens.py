@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from goldenlib import store
-from goldenlib.cases import IMAGE_CASES, POSITION_CASES, TINY, TOWERS, two_frame_input
+from goldenlib.cases import IMAGE_CASES, POSITION_CASES, TINY, TOWERS, TV_IMAGE_CASES, VIDEO_CASES, two_frame_input
 from goldenlib.image_goldens import run_reference
 from goldenlib import position_goldens
 from goldenlib.tolerances import GOLDEN_FLOAT64_REPRODUCE_BOUND
@@ -33,7 +33,7 @@ def test_metadata_names_versions_and_crosscheck():
     assert meta["params"]["max_pixels"] == 12845056
 
 
-@pytest.mark.parametrize("case", IMAGE_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", IMAGE_CASES + TV_IMAGE_CASES, ids=lambda c: c.name)
 def test_reference_reproduces_image_stages(case):
     stored, meta = store.read_case(case.name)
     _, tensors = run_reference(case)
@@ -52,14 +52,55 @@ def test_reference_reproduces_tiny_towers(config):
     assert sorted(weights) == sorted(fresh)
     for key in weights:
         np.testing.assert_array_equal(weights[key], fresh[key])
-    cases = [case.name for case in IMAGE_CASES[::4]] + ["two_frames"]
+    cases = [case.name for case in IMAGE_CASES[::4]] + ["two_frames"] + [case.name for case in VIDEO_CASES]
     for name in cases:
         stored, _ = store.read_case(name)
-        trace = run_tower(TOWERS[config].config, weights, stored["pixel_values"], stored["image_grid_thw"])
+        video = "pixel_values_videos" in stored  # the towers ran on the video grid
+        trace = run_tower(TOWERS[config].config, weights, stored["pixel_values_videos" if video else "pixel_values"],
+                          stored["video_grid_thw" if video else "image_grid_thw"])
         for stage, value in trace.items():
             expected = stored[f"{config}.{stage}"]
             np.testing.assert_allclose(value, expected, rtol=0, atol=GOLDEN_FLOAT64_REPRODUCE_BOUND * max(1.0, np.abs(expected).max()),
                                        err_msg=f"{name}: {config}.{stage}")
+
+
+# ------------------------------------------------------------------ torchvision backend and video
+
+
+def test_torchvision_and_video_cases_cover_the_required_inputs():
+    """Four photos, an upscale, a one-axis resize and an extreme ratio through the torchvision
+    backend; video: 1 frame padded to 2, 5 frames -> grid_t 3, frames that differ, fps sampling."""
+    tv = {case.name: store.read_case(case.name)[0] for case in TV_IMAGE_CASES}
+    assert {f"tv_photo_{p}" for p in ("astronaut", "chelsea", "coffee", "rocket")} <= set(tv)
+    sizes = [(t["rgb"].shape[:2], t["resized"].shape[:2]) for t in tv.values()]
+    assert any(r[0] > i[0] and r[1] > i[1] for i, r in sizes)  # an upscale
+    assert any((i[0] == r[0]) != (i[1] == r[1]) for i, r in sizes)  # one axis only
+    assert any(max(i) >= 100 * min(i) for i, _ in sizes)  # an extreme ratio
+    video = {case.name: store.read_case(case.name)[0] for case in VIDEO_CASES}
+    frames = {name: (t["input"].shape[0], t["sampled"].shape[0], t["padded"].shape[0], t["video_grid_thw"][0, 0])
+              for name, t in video.items()}
+    assert (1, 1, 2, 1) in frames.values() and (5, 5, 6, 3) in frames.values()
+    assert any(n_in == 30 and n_sampled < n_in for n_in, n_sampled, _, _ in frames.values())
+    assert any(all(not np.array_equal(t["input"][0], f) for f in t["input"][1:]) for t in video.values())
+
+
+@pytest.mark.parametrize("case", TV_IMAGE_CASES + VIDEO_CASES, ids=lambda c: c.name)
+def test_torchvision_metadata_records_the_version_and_hf_class(case):
+    _, meta = store.read_case(case.name)
+    assert "torchvision" in meta["versions"]
+    assert ("Qwen2VLVideoProcessor" if case.kind == "video" else "Qwen2VLImageProcessor ") in meta["hf_crosscheck"]
+
+
+@pytest.mark.parametrize("case", VIDEO_CASES, ids=lambda c: c.name)
+def test_reference_reproduces_video_stages(case):
+    from goldenlib import video_goldens
+
+    stored, meta = store.read_case(case.name)
+    _, tensors = video_goldens.run_reference(case)
+    assert sorted(k for k in stored if "." not in k) == sorted(meta["stages"])
+    for key, value in tensors.items():
+        assert stored[key].dtype == value.dtype, key
+        np.testing.assert_array_equal(stored[key], value, err_msg=f"{case.name}: {key}")
 
 
 def test_two_frame_input_is_the_stored_one():

@@ -1,6 +1,7 @@
 """The torch port against the goldens, layer by layer (issue 4, item 4).
 
-For every golden case and tower config (tiny_a and tiny_b on every image case and on two_frames;
+For every golden case and tower config (tiny_a and tiny_b on every image case, on two_frames and on
+the video cases' grids;
 the 3B tower on full_size_3b, marked slow), every stored stage is checked twice:
 
 * local error: the stage's module fed the golden input of that stage (teacher forcing: block i
@@ -25,7 +26,7 @@ from parity.implementations import PortImplementation, cuda_available
 from parity.printing import markdown_table, text_summary
 from parity.stages import compare_tower, first_failure
 
-TOWER_CASES = [case.name for case in CASES if case.stored and case.towers == TINY]  # image cases + two_frames
+TOWER_CASES = [case.name for case in CASES if case.stored and case.towers == TINY]  # image, two_frames, video
 PARAMS = [(case, config) for case in TOWER_CASES for config in TINY]
 
 
@@ -149,3 +150,44 @@ def test_full_size_port_matches_golden(dtype):
     assert forced_blocks == {0, 7, 8, 16, 24, 31}
     assert np.isfinite([r.rel for r in rows]).all()
     check(rows, f"full_size_3b / 3b / {dtype} (cpu)")
+
+
+# ------------------------------------------------------------------ torchvision backend and video preprocessing
+
+
+@pytest.mark.parametrize("name", [case.name for case in CASES if case.stored and case.params.get("backend") == "torchvision"])
+def test_port_torchvision_transform_equals_golden(name):
+    """Qwen2_5_VLImageTransform(backend="torchvision") gives the golden pixel_values bit for bit."""
+    import torch
+
+    from goldenlib import store
+    from torch_port import Qwen2_5_VLImageTransform
+
+    stored, meta = store.read_case(name)
+    params = meta["params"]
+    transform = Qwen2_5_VLImageTransform(min_pixels=params["min_pixels"], max_pixels=params["max_pixels"],
+                                         backend="torchvision")
+    out = transform({"image": stored["input"]})
+    assert out["pixel_values"].dtype == torch.float32
+    np.testing.assert_array_equal(out["pixel_values"].numpy(), stored["pixel_values"], err_msg=name)
+    np.testing.assert_array_equal(out["image_grid_thw"].numpy(), stored["image_grid_thw"])
+
+
+@pytest.mark.parametrize("name", [case.name for case in CASES if case.stored and case.kind == "video"])
+def test_port_video_transform_equals_golden(name):
+    """Qwen2_5_VLVideoTransform gives the golden pixel_values_videos, grid and seconds exactly."""
+    import torch
+
+    from goldenlib import store
+    from torch_port import Qwen2_5_VLVideoTransform
+
+    stored, meta = store.read_case(name)
+    params = dict(meta["params"])
+    sample = {"video": torch.from_numpy(stored["input"])}
+    if "video_fps" in params:
+        sample["video_fps"] = params.pop("video_fps")
+    out = Qwen2_5_VLVideoTransform(**params)(sample)
+    assert out["pixel_values_videos"].dtype == torch.float32
+    np.testing.assert_array_equal(out["pixel_values_videos"].numpy(), stored["pixel_values_videos"], err_msg=name)
+    np.testing.assert_array_equal(np.asarray(out["video_grid_thw"]), stored["video_grid_thw"])
+    assert list(out["second_per_grid_ts"]) == stored["second_per_grid_ts"].tolist()
