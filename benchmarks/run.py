@@ -73,6 +73,8 @@ from reference.vision_config import PRESETS, VisionConfig  # noqa: E402
 MAX_PIXELS = 12845056
 PREPROCESS_SIZES = [(640, 480), (2000, 1500), (4032, 3024)]
 QUICK_PREPROCESS_SIZES = [(64, 48), (200, 150)]
+VIDEO = (16, 640, 480)  # frames, width, height: the issue's video row
+QUICK_VIDEO = (4, 64, 48)
 TOWER_SIDES = [32, 72]  # patches per side: 448x448 and 1008x1008 images
 QUICK_TOWER_SIDES = [8, 12]
 QUICK_CONFIG = VisionConfig(depth=2, hidden_size=64, num_heads=4, intermediate_size=96, out_hidden_size=48,
@@ -250,6 +252,7 @@ def preprocess_section(sizes, rounds: int, per_round: int, settle: float) -> lis
         "port Qwen2_5_VLImageTransform": lambda a, im: port({"image": im})["pixel_values"].numpy(),
         "HF Qwen2VLImageProcessorPil": lambda a, im: hf_pil(images=[im], return_tensors="np")["pixel_values"],
     }
+    against = {}  # implementation -> the HF row it is judged against (exactness and ratio); default HF PIL
     try:
         from transformers import Qwen2VLImageProcessor
         from transformers.utils import is_torchvision_available
@@ -259,6 +262,13 @@ def preprocess_section(sizes, rounds: int, per_round: int, settle: float) -> lis
             if type(hf_tv).__name__ == "Qwen2VLImageProcessor" and hf_tv.size["longest_edge"] == MAX_PIXELS:
                 impls["HF Qwen2VLImageProcessor (torchvision)"] = (
                     lambda a, im: hf_tv(images=[im], return_tensors="pt")["pixel_values"].numpy())
+                impls["reference.preprocess (torchvision)"] = lambda a, im: reference.preprocess(
+                    a, backend="torchvision", max_pixels=MAX_PIXELS)["pixel_values"]
+                impls["reference.fast.preprocess (torchvision)"] = lambda a, im: reference.fast.preprocess(
+                    a, backend="torchvision", max_pixels=MAX_PIXELS)["pixel_values"]
+                for name in ("HF Qwen2VLImageProcessor (torchvision)", "reference.preprocess (torchvision)",
+                             "reference.fast.preprocess (torchvision)"):
+                    against[name] = "HF Qwen2VLImageProcessor (torchvision)"
     except ImportError:
         pass
 
@@ -278,8 +288,9 @@ def preprocess_section(sizes, rounds: int, per_round: int, settle: float) -> lis
                         t0 = time.perf_counter()
                         fn(array, image)
                         times[name].append(time.perf_counter() - t0)
-        hf_time = statistics.median(times["HF Qwen2VLImageProcessorPil"])
         for name in impls:
+            base = against.get(name, "HF Qwen2VLImageProcessorPil")
+            want, hf_time = outputs[base], statistics.median(times[base])
             got = outputs[name]
             if got.shape != want.shape:
                 exact = f"shape {got.shape} != {want.shape}"
@@ -289,7 +300,48 @@ def preprocess_section(sizes, rounds: int, per_round: int, settle: float) -> lis
                 exact = f"max abs diff {np.abs(got.astype(np.float64) - want).max():.3g}"
             t = statistics.median(times[name])
             rows.append({"image": f"{width}x{height}", "patches": int(want.shape[0]), "impl": name,
-                         "ms": t * 1e3, "ratio": t / hf_time, "exact": exact, "runs": len(times[name])})
+                         "ms": t * 1e3, "ratio": t / hf_time, "exact": exact, "runs": len(times[name]),
+                         "vs": base})
+    return rows
+
+
+def video_section(frames: int, width: int, height: int, rounds: int, settle: float) -> list[dict]:
+    """ms per call on one uint8 clip [frames, height, width, 3] (HF's video defaults): the port's
+    Qwen2_5_VLVideoTransform and reference.preprocess_video vs HF's Qwen2VLVideoProcessor."""
+    import torch
+    from transformers import Qwen2VLVideoProcessor
+
+    import reference
+    from torch_port import Qwen2_5_VLVideoTransform
+
+    warnings.simplefilter("ignore")
+    clip = np.stack([make_image(width, height, seed=i) for i in range(frames)])  # [T, H, W, 3] uint8
+    tensor = torch.from_numpy(clip)
+    hf = Qwen2VLVideoProcessor(cap_pixels_per_frame=False)
+    port = Qwen2_5_VLVideoTransform()
+    impls = {
+        "HF Qwen2VLVideoProcessor": lambda: hf(videos=[tensor], return_tensors="pt")["pixel_values_videos"].numpy(),
+        "port Qwen2_5_VLVideoTransform": lambda: port({"video": tensor})["pixel_values_videos"].numpy(),
+        "reference.preprocess_video": lambda: reference.preprocess_video(clip)["pixel_values_videos"],
+    }
+    outputs = {name: fn() for name, fn in impls.items()}
+    times = {name: [] for name in impls}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for name, fn in impls.items():
+                time.sleep(settle)
+                fn()
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    want, hf_time = outputs["HF Qwen2VLVideoProcessor"], statistics.median(times["HF Qwen2VLVideoProcessor"])
+    rows = []
+    for name in impls:
+        got, t = outputs[name], statistics.median(times[name])
+        exact = "bit-exact" if got.shape == want.shape and np.array_equal(got, want) else "NOT exact"
+        rows.append({"image": f"{frames}x{width}x{height} clip", "patches": int(want.shape[0]), "impl": name,
+                     "ms": t * 1e3, "ratio": t / hf_time, "exact": exact, "runs": len(times[name]),
+                     "vs": "HF Qwen2VLVideoProcessor"})
     return rows
 
 
@@ -557,12 +609,14 @@ def report(args, header, peaks, pre_rows, tower_rows, config, load_after, pos_ro
       + ", ".join(f"{name} **{v:.0f}**" for name, v in peaks.items()))
     w("")
     if pre_rows:
-        w(f"### Preprocessing (max_pixels {MAX_PIXELS}; ms, ratio to HF's PIL processor)")
+        w(f"### Preprocessing (max_pixels {MAX_PIXELS}; video: HF's video defaults; ms, ratio to the HF row named)")
         w("")
-        w("| image | patches | implementation | ms | x HF PIL | pixel_values vs HF PIL |")
-        w("|---|---:|---|---:|---:|---|")
+        w("| image | patches | implementation | ms | x HF | vs (ratio and exactness) | pixel values vs it |")
+        w("|---|---:|---|---:|---:|---|---|")
         for r in pre_rows:
-            w(f"| {r['image']} | {r['patches']} | {r['impl']} | {r['ms']:.1f} | {r['ratio']:.2f} | {r['exact']} |")
+            vs = r.get("vs", "")  # a short name: the smoke test finds rows by implementation name
+            vs = "HF video" if "Video" in vs else "HF torchvision" if "torchvision" in vs else "HF PIL"
+            w(f"| {r['image']} | {r['patches']} | {r['impl']} | {r['ms']:.1f} | {r['ratio']:.2f} | {vs} | {r['exact']} |")
         w("")
     if pos_rows:
         w("### mRoPE positions (median ms of get_rope_index-style calls; ratio to HF)")
@@ -623,13 +677,14 @@ def targets(pre_rows, by_side) -> str:
     def check(ok, text):
         lines.append(f"- [{'x' if ok else ' '}] {text}")
 
-    for impl, bound in (("reference.fast.preprocess", 1.0), ("port Qwen2_5_VLImageTransform", 0.5)):
+    for impl, bound in (("reference.fast.preprocess", 1.0), ("port Qwen2_5_VLImageTransform", 0.5),
+                        ("reference.preprocess (torchvision)", 2.0), ("port Qwen2_5_VLVideoTransform", 1.0)):
         rs = [r for r in pre_rows if r["impl"] == impl]
         if rs:
             worst = max(r["ratio"] for r in rs)
             exact = all(r["exact"] == "bit-exact" for r in rs)
-            check(worst <= bound and exact, f"{impl} <= {bound}x HF PIL processor and bit-exact "
-                                            f"(worst {worst:.2f}x{'' if exact else ', NOT exact'})")
+            check(worst <= bound and exact, f"{impl} <= {bound}x {rs[0].get('vs', 'HF PIL processor')} and "
+                                            f"bit-exact (worst {worst:.2f}x{'' if exact else ', NOT exact'})")
     for variant, bound in (("reference float32", 1.0), ("reference float64", 2.5), ("reference float32 (fast)", 0.8),
                            ("reference float64 (fast)", 2.5), ("port float32", 1.0)):
         ratios = [rows[variant]["median_s"] / rows["HF float32 (sdpa)"]["median_s"]
@@ -687,6 +742,7 @@ def main(argv=None) -> None:
     if args.only in (None, "preprocess"):
         pre_rows = preprocess_section(QUICK_PREPROCESS_SIZES if args.quick else PREPROCESS_SIZES,
                                       args.reps, 1 if args.quick else 5, settle)
+        pre_rows += video_section(*(QUICK_VIDEO if args.quick else VIDEO), args.reps, settle)
         print("[preprocess] done", file=sys.stderr, flush=True)
     pos_rows = []
     if args.only in (None, "positions"):
