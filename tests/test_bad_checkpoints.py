@@ -193,3 +193,52 @@ def test_invalid_config_names_the_field(change, field):
 def test_string_fullatt_indexes_are_coerced():
     config = {**VISION_CONFIG_JSON, "fullatt_block_indexes": ["2"]}
     assert VisionConfig.from_hf(config).fullatt_block_indexes == (2,)
+
+
+# ---------------------------------------------------------------- processor configs: refused, each named
+BAD_VIDEO_CONFIGS = [
+    ({"do_resize": False}, "do_resize=False"),
+    ({"do_rescale": False}, "do_rescale=False"),
+    ({"rescale_factor": 0.5}, "rescale_factor=0.5"),
+    ({"do_normalize": False}, "do_normalize=False"),
+    ({"do_convert_rgb": False}, "do_convert_rgb=False"),
+    ({"resample": 2}, "resample=2"),
+    ({"do_center_crop": True}, "do_center_crop=True"),
+    ({"video_processor_type": "LlavaOnevisionVideoProcessor"}, "video_processor_type 'LlavaOnevisionVideoProcessor'"),
+    ({"fancy": 1}, "fancy"),
+    ({"min_pixels": "many"}, "min_pixels must be a positive integer, got 'many'"),
+    ({"do_sample_frames": "yes"}, "do_sample_frames must be true or false"),
+    ({"size": {"height": 224, "width": 224}}, "size must be a dict with 'shortest_edge'"),
+    ({"min_pixels": 90000, "max_pixels": 4000}, "min_pixels 90000 > max_pixels 4000"),
+    ({"fps": 2, "num_frames": 4, "do_sample_frames": True}, "mutually exclusive"),
+]
+
+
+@pytest.mark.parametrize("fields,match", BAD_VIDEO_CONFIGS, ids=lambda v: str(v)[:40])
+def test_bad_video_preprocessor_config_named(tmp_path, fields, match):
+    from torch_port import load_hf_video_transform
+
+    write_checkpoint(tmp_path, {}, shards=1)
+    (tmp_path / "video_preprocessor_config.json").write_text(json.dumps(fields))
+    with pytest.raises(ValueError, match=match.replace("(", r"\(").replace("[", r"\[")):
+        load_hf_video_transform(tmp_path)
+
+
+def test_video_transform_needs_a_processor_file(tmp_path):
+    from torch_port import load_hf_video_transform
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_hf_video_transform(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="video_preprocessor_config.json or preprocessor_config.json"):
+        load_hf_video_transform(tmp_path)
+    (tmp_path / "video_preprocessor_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_hf_video_transform(tmp_path)
+
+
+def test_foreign_image_processor_type_refused(tmp_path, weights):
+    from checkpoint_folder import PREPROCESSOR_JSON
+
+    write_checkpoint(tmp_path, weights, preprocessor={**PREPROCESSOR_JSON, "image_processor_type": "CLIPImageProcessor"})
+    with pytest.raises(ValueError, match="image_processor_type 'CLIPImageProcessor' is not one of Qwen2-VL's"):
+        load_hf_checkpoint(tmp_path, dtype=torch.float32)

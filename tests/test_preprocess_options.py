@@ -126,7 +126,7 @@ def test_checkpoint_preprocessor_fields_honoured(tmp_path, fields):
     preprocessor.update(fields)
     weights = reference.random_weights(reference.VisionConfig.from_hf(VISION_CONFIG_JSON), seed=3)
     write_checkpoint(tmp_path, weights, preprocessor=preprocessor)
-    _, transform = load_hf_checkpoint(tmp_path, dtype=torch.float32)
+    _, transform = load_hf_checkpoint(tmp_path, dtype=torch.float32, backend="pil")  # vs HF's PIL processor
     image = _noise(224, 224, 10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -12,6 +12,7 @@ import warnings
 
 from ._activations import ACTIVATIONS
 from ._checkpoint import load_hf_checkpoint, load_hf_vision
+from ._video_checkpoint import load_hf_video_transform
 from ._component_builders import qwen2_5_vision_encoder, qwen2_5_vl
 from ._convert_weights import (
     qwen2_5_vision_hf_to_tune,
@@ -71,6 +72,7 @@ __all__ = [
     "load_hf_checkpoint",
     "load_hf_model",
     "load_hf_vision",
+    "load_hf_video_transform",
     "qwen2_5_vision_encoder",
     "qwen2_5_vision_hf_to_tune",
     "qwen2_5_vision_tune_to_hf",

@@ -1,7 +1,8 @@
 """Load HF Qwen2.5-VL vision weights into the port.
 
 * :func:`load_hf_vision` - an HF vision config (dict) + an HF state dict -> encoder.
-* :func:`load_hf_checkpoint` - a released-layout checkpoint folder -> (encoder, image transform).
+* :func:`load_hf_checkpoint` - a released-layout checkpoint folder -> (encoder, image transform), the
+  transform on the backend HF's AutoImageProcessor would pick (or the one asked for).
 
 A vision config must give the five sizes of the tower (``depth``, ``hidden_size``, ``num_heads``,
 ``intermediate_size``, ``out_hidden_size``): HF would fill missing ones with its class defaults
@@ -10,6 +11,7 @@ A vision config must give the five sizes of the tower (``depth``, ``hidden_size`
 Only safetensors files are read; pickle checkpoints (``.bin``/``.pt``) are refused.
 """
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from ._config import encoder_kwargs
 from ._convert_weights import _TO_HF, _hf_to_tune, _map_key, is_hf_vision_key
 from ._encoder import Qwen2_5_VisionEncoder
 
-__all__ = ["load_hf_checkpoint", "load_hf_vision"]
+__all__ = ["default_backend", "load_hf_checkpoint", "load_hf_vision"]
 
 # HF Qwen2VLImageProcessor class defaults, for fields a preprocessor_config.json leaves out
 _HF_PROCESSOR_DEFAULTS = {
@@ -169,6 +171,21 @@ _HF_FLAGS = {"do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "
 # fields that name things and change no number
 _METADATA = {"image_processor_type", "processor_class", "feature_extractor_type"}
 _PIL_BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, the only resample the transform has
+# names AutoImageProcessor maps to the Qwen2-VL processor pair (the legacy "...Fast" included)
+_QWEN2_VL_TYPES = (None, "Qwen2VLImageProcessor", "Qwen2VLImageProcessorPil", "Qwen2VLImageProcessorFast")
+
+
+def default_backend() -> str:
+    """What ``AutoImageProcessor.from_pretrained(folder)`` picks without a ``backend``: "torchvision"
+    when torchvision is installed, else "pil" (HF 5.24's ``_resolve_backend``), whatever the folder's
+    ``image_processor_type`` says: ``"Qwen2VLImageProcessorPil"`` and the legacy
+    ``"Qwen2VLImageProcessorFast"`` name the same backend pair and get the default backend too.
+    Looked up, not imported (as HF's ``is_torchvision_available``)."""
+    try:
+        found = importlib.util.find_spec("torchvision") is not None
+    except (ImportError, ValueError):  # a blocked or broken install counts as absent
+        found = False
+    return "torchvision" if found else "pil"
 
 
 def _transform_kwargs(processor: dict) -> dict:
@@ -176,16 +193,19 @@ def _transform_kwargs(processor: dict) -> dict:
 
     Every field HF's ``Qwen2VLImageProcessor`` reads is honoured (HF precedence: top-level
     ``min_pixels``/``max_pixels`` override ``size``), or refused with its value: ``resample`` other
-    than 3 (BICUBIC), unknown fields. ``image_processor_type`` is read as a name only: the transform
-    is the PIL backend either way (bit-exact with ``Qwen2VLImageProcessorPil``, the path the port's
-    goldens hold); for HF's default torchvision path build ``Qwen2_5_VLImageTransform(backend=
-    "torchvision", ...)`` with the same settings.
+    than 3 (BICUBIC), unknown fields, an ``image_processor_type`` that is not one of Qwen2-VL's.
+    The type does not pick the backend (HF's AutoImageProcessor does not let it: see
+    :func:`default_backend`).
     """
     known = set(_HF_PROCESSOR_DEFAULTS) | set(_HF_FLAGS) | _METADATA | {"size", "resample"}
     unknown = sorted(set(processor) - known)
     if unknown:
         raise ValueError(f"preprocessor_config.json has fields the port does not implement: "
                          f"{ {k: processor[k] for k in unknown} }; known fields: {sorted(known)}")
+    kind = processor.get("image_processor_type")
+    if kind not in _QWEN2_VL_TYPES:
+        raise ValueError(f"preprocessor_config.json: image_processor_type {kind!r} is not one of Qwen2-VL's "
+                         f"{[t for t in _QWEN2_VL_TYPES if t]} (HF would build another processor)")
     resample = processor.get("resample", _PIL_BICUBIC)
     if resample != _PIL_BICUBIC:
         raise ValueError(f"preprocessor_config.json: resample={resample!r} is not supported; only "
@@ -217,6 +237,7 @@ def load_hf_checkpoint(
     path: str | Path,
     dtype: torch.dtype = torch.bfloat16,
     device: torch.device | str = "cpu",
+    backend: str | None = None,
 ):
     """Read an HF Qwen2.5-VL checkpoint folder: its vision tower and its image transform.
 
@@ -228,6 +249,10 @@ def load_hf_checkpoint(
         path: the checkpoint folder.
         dtype (torch.dtype): parameter dtype (the released weights are bfloat16).
         device: parameter device.
+        backend (str | None): the transform's backend. None: what HF's
+            ``AutoImageProcessor.from_pretrained(path)`` picks, "torchvision" when torchvision is
+            installed, else "pil" (:func:`default_backend`; the folder's ``image_processor_type``
+            does not change it, as in HF). "pil" / "torchvision": that backend.
 
     Returns:
         tuple: ``(Qwen2_5_VisionEncoder, Qwen2_5_VLImageTransform)``.
@@ -236,8 +261,10 @@ def load_hf_checkpoint(
         FileNotFoundError: missing folder, config or weight files.
         ValueError: pickle-only checkpoints, inconsistent configs, weights that do not fit.
     """
-    from ._transform import Qwen2_5_VLImageTransform
+    from ._transform import BACKENDS, Qwen2_5_VLImageTransform
 
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"load_hf_checkpoint: backend must be None or one of {BACKENDS}, got {backend!r}")
     folder = Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"checkpoint folder {folder} does not exist or is not a directory")
@@ -265,4 +292,4 @@ def load_hf_checkpoint(
     if transform_kwargs["min_pixels"] > transform_kwargs["max_pixels"]:
         raise ValueError(f"min_pixels {transform_kwargs['min_pixels']} > max_pixels {transform_kwargs['max_pixels']}")
     encoder = _build(vision_config, _read_vision_tensors(folder), dtype=dtype, device=device, copy=False)
-    return encoder, Qwen2_5_VLImageTransform(**transform_kwargs)
+    return encoder, Qwen2_5_VLImageTransform(backend=backend or default_backend(), **transform_kwargs)
