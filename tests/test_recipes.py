@@ -96,7 +96,7 @@ def _overrides(folder, data_json, data_dir, out_dir, *, model_component: str, lr
         "device=cpu", "dtype=fp32", "batch_size=2", "gradient_accumulation_steps=1", "epochs=1",
         "max_steps_per_epoch=2", "shuffle=False", "seed=0", "compile=False",
         f"optimizer.lr={lr}", "optimizer.weight_decay=0.0", "clip_grad_norm=null",
-        "enable_activation_checkpointing=False",
+        "enable_activation_checkpointing=False", "log_peak_memory_stats=False",
     ]
 
 
