@@ -24,7 +24,8 @@ Not expressible, being about HF's objects rather than numbers: test_image_proces
 attributes, the reference is a function), test_image_processor_from_dict_with_kwargs and the mixin's
 to_json / save_pretrained / from_pretrained / init_without_params / cast_dtype tests (HF's serialization
 API; our loaders read HF's files instead: the checkpoint tests below).
-HF's resolutions (56..1024, equal resolution 1024) run in the slow variants; the default run uses 150.
+HF's resolution (equal resolution 1024, HF's literal (34300, 1176)) runs in the slow PIL-input variants;
+the other formats use 150.
 """
 
 import json
@@ -105,9 +106,11 @@ def test_select_best_resolution():
     assert reference.smart_resize(561, 278, 28) == want == tuple(port_smart_resize(561, 278, 28))
 
 
-@pytest.mark.parametrize("resolution", [150, pytest.param(1024, marks=pytest.mark.slow)])
-@pytest.mark.parametrize("kind", ["pil", "numpy", "torch"])
-@pytest.mark.parametrize("backend", BACKENDS)
+CALLS = [(backend, kind, 150) for backend in BACKENDS for kind in ("pil", "numpy", "torch")]
+CALLS += [pytest.param(backend, "pil", 1024, marks=pytest.mark.slow) for backend in BACKENDS]  # HF's own sizes
+
+
+@pytest.mark.parametrize("backend,kind,resolution", CALLS)
 def test_call_formats(backend, kind, resolution):
     images = [[image] for image in hf_like_images(7, resolution, kind)]  # HF's tester nests each image
     processor = hf_image_processor(backend)
