@@ -4,6 +4,9 @@ case and say, stage by stage, where it differs and whether interpolation or prec
     uv run parity_report.py                                   # photo_astronaut, tiny_a, float32 on the CPU
     uv run parity_report.py --case full_size_3b --precision float32,bfloat16 --interpolation exact,float
     uv run parity_report.py --case seed_rocket_224 --interpolation exact,float   # the seed scenario
+    uv run parity_report.py --case photo_chelsea --interpolation torchvision  # the PIL vs torchvision backend
+    uv run parity_report.py --case tv_photo_chelsea --interpolation exact,torchvision,pil  # HF's default path
+    uv run parity_report.py --case video_5_frames                 # the port's video transform + tower
     uv run parity_report.py --list                            # the cases
 
 Per stage: shape, max abs, mean abs, max relative error (max|a-b| / max|golden|) of the whole
@@ -11,8 +14,12 @@ run (accumulated) and of the stage fed its golden input (local), the tolerance
 (``goldenlib.tolerances.PARITY_TOLERANCES``) and a verdict; the first stage out of tolerance is in bold.
 Variants, each a switch, alone or together:
 
-  --interpolation exact,torchvision,float,bilinear   other resizes of the case's input image;
-        each one's pixels go through the NumPy reference in float64 (interpolation only)
+  --interpolation exact,torchvision,pil,float,bilinear   other resizes of the case's input image;
+        each one's pixels go through the NumPy reference in float64 (interpolation only). exact is
+        the port's transform on the golden's backend (PIL, or torchvision for tv_* cases); a
+        torchvision or pil variant on the other backend's golden is reported as the named backend
+        difference and judged exactly against the same input's golden on its own backend
+        (video cases: exact only, the port's video transform)
   --precision float32,bfloat16,float16               the implementation at that dtype on the golden
         pixels (precision only), and on each variant's pixels (combined)
   --device cpu,cuda                                  cuda is skipped (with a note) when unavailable
@@ -100,8 +107,8 @@ def main(argv=None):
         print(message, file=sys.stderr, flush=True)
 
     case = load_case(args.case, configs=(args.config,) if args.config else None)
-    config = args.config or next(iter(case.towers))
-    if config not in case.towers:
+    config = args.config or next(iter(case.towers), None)  # None: the case stores no tower (tv_*)
+    if config is not None and config not in case.towers:
         parser.error(f"case {args.case} has tower configs {sorted(case.towers)}, not {config!r}")
     runs, notes = build_runs(case, config, dtypes=args.dtypes, devices=args.devices, variants=args.variants,
                              impl_spec=args.impl, log=log)
@@ -115,7 +122,7 @@ def main(argv=None):
     if args.plot:
         plot = Path(args.plot)
         plot.parent.mkdir(parents=True, exist_ok=True)
-        if plot_runs(runs, plot, title=f"{case.name} / {config}") is None:
+        if plot_runs(runs, plot, title=f"{case.name} / {config or 'image stages'}") is None:
             log("matplotlib is not importable: no plot written (the markdown report is complete)")
         else:
             log(f"wrote {plot}")

@@ -5,8 +5,12 @@ The cases are the registry's (``goldenlib.cases.CASES``). Expected values come o
 reference + HF cross-check that writes them (``goldenlib.build``):
 
 * :func:`load_case` reads a stored golden: an image case (image stages + towers ``tiny_a`` and
-  ``tiny_b``, float64), ``two_frames`` (towers only) or ``full_size_3b`` (the 3B tower, float32,
-  blocks ``FULL_BLOCKS`` only; weights regenerated from the seed).
+  ``tiny_b``, float64), ``two_frames`` (towers only), ``full_size_3b`` (the 3B tower, float32,
+  blocks ``FULL_BLOCKS`` only; weights regenerated from the seed), a torchvision-backend image case
+  (``tv_*``: image stages only, no towers) or a video case (``video_*``: the clip, the processor's
+  outputs and the tiny towers on the video grid).
+* :func:`backend_twin` finds the golden of the same input on the other backend (``photo_chelsea``
+  <-> ``tv_photo_chelsea``): what a variant on that backend is judged against exactly.
 * :func:`scenario_case` builds a golden in memory for a case that is not stored (the seed
   scenario of the parity report) exactly as ``generate_golden.py`` would: the reference's image
   stages must equal HF/Pillow bit for bit and its float64 towers must agree with HF's float32
@@ -24,7 +28,10 @@ from goldenlib import store
 from goldenlib.cases import BY_NAME, SCENARIOS, TINY, TOWERS, Case, get, weights_case_name
 
 # Image stages in pipeline order (the goldens store ``input`` too; it is the input, not compared).
-IMAGE_STAGES = ("rgb", "resized", "rescaled", "normalized")
+IMAGE_STAGES = ("rgb", "resized", "rescaled", "rescaled_normalized", "normalized")
+# The video processor's outputs, compared with the port's video transform (exact).
+VIDEO_OUTPUTS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+BACKENDS = ("pil", "torchvision")
 FULL_CASE = "full_size_3b"
 TOWER_ONLY_CASES = tuple(name for name, case in BY_NAME.items() if case.kind == "tower" and case.stored)
 
@@ -54,6 +61,9 @@ class GoldenCase:
     params: dict = field(default_factory=dict)  # preprocess keyword arguments (min/max_pixels)
     image_stages: dict = field(default_factory=dict)  # "resized" or "resized.{i}" -> array (golden)
     notes: list = field(default_factory=list)  # what could not be checked, for the report
+    backend: str | None = None  # image processor backend of the golden ("pil", "torchvision"); None: no image
+    video: np.ndarray | None = None  # uint8 [T, H, W, 3], video cases
+    video_outputs: dict = field(default_factory=dict)  # VIDEO_OUTPUTS -> golden array
     _image_stages_loader: callable = None
 
     @property
@@ -118,8 +128,12 @@ def load_case(name, configs=None):
         case = GoldenCase(name, f"golden/{name}.safetensors", tensors["pixel_values_videos"], tensors["video_grid_thw"])
         case.towers = _towers(tensors)
         case.params = dict(meta.get("params") or registered.params)
+        case.video = tensors["input"]
+        case.video_outputs = {key: tensors[key] for key in VIDEO_OUTPUTS}
         return case
     case = GoldenCase(name, f"golden/{name}.safetensors", tensors["pixel_values"], tensors["image_grid_thw"])
+    if registered.make is not None:
+        case.backend = (meta.get("params") or registered.params).get("backend", "pil")
     blocks = tuple(meta["stored_blocks"]) if "stored_blocks" in meta else None
     case.towers = _towers(tensors, blocks)
     if registered.make is None:
@@ -134,6 +148,32 @@ def load_case(name, configs=None):
         case.images = registered.images()
         case._image_stages_loader = functools.partial(_full_case_image_stages, case)
     return case
+
+
+def _registry_backend(case):
+    return case.params.get("backend", "pil")
+
+
+@functools.lru_cache(maxsize=None)
+def backend_twin(name, backend):
+    """The stored image case with the same input images and settings as ``name`` but on
+    ``backend`` (``name`` itself when it already is on it), or None when none is stored."""
+    case = get(name)
+    if case.kind != "image" or case.make is None:
+        return None
+    if _registry_backend(case) == backend:
+        return name
+    settings = {k: v for k, v in case.params.items() if k != "backend"}
+    images = None
+    for other in BY_NAME.values():
+        if (other.kind != "image" or not other.stored or _registry_backend(other) != backend
+                or {k: v for k, v in other.params.items() if k != "backend"} != settings):
+            continue
+        images = case.images() if images is None else images
+        theirs = other.images()
+        if len(theirs) == len(images) and all(np.array_equal(a, b) for a, b in zip(images, theirs)):
+            return other.name
+    return None
 
 
 def _full_case_image_stages(case):
@@ -183,6 +223,7 @@ def scenario_case(case: Case, configs=TINY):
     golden.towers = _towers(tensors)
     golden.images = list(images)
     golden.params = dict(case.params)
+    golden.backend = _registry_backend(case)
     golden.image_stages = {key: value for key, value in tensors.items()
                            if key.split(".")[0] in IMAGE_STAGES + ("pixel_values", "image_grid_thw")}
     return golden

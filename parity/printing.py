@@ -65,7 +65,7 @@ def _ordered_stages(runs, image):
                 seen.append(row.stage)
     if not image:
         return seen  # every run lists the tower stages in pipeline order
-    pipeline = list(IMAGE_STAGES) + ["pixel_values"]
+    pipeline = list(IMAGE_STAGES) + ["pixel_values", "pixel_values_videos"]
     return sorted(seen, key=lambda s: (s.split(".")[1] if "." in s else "", pipeline.index(s.split(".")[0])))
 
 

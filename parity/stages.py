@@ -31,15 +31,17 @@ from .cases import IMAGE_STAGES
 TOLERANCES = PARITY_TOLERANCES
 
 TOWER_STAGE_ORDER_HEAD = ("patch_embed", "rotary_cos", "rotary_sin", "window_index", "cu_seqlens", "cu_window_seqlens")
-INDEX_STAGES = ("window_index", "cu_seqlens", "cu_window_seqlens", "image_grid_thw")
+INDEX_STAGES = ("window_index", "cu_seqlens", "cu_window_seqlens", "image_grid_thw", "video_grid_thw",
+                "second_per_grid_ts")  # exact: integers, or a float computed from them (second_per_grid_ts)
+PIXEL_STAGES = IMAGE_STAGES + ("pixel_values", "pixel_values_videos")
 
 
 def stage_kind(stage):
     """The tolerance-table kind of a stage name (``blocks.3.output`` -> ``block_output``)."""
     base = stage.split(".")[0]
-    if stage == "image_grid_thw" or base in INDEX_STAGES:
+    if base in INDEX_STAGES:
         return "index"
-    if base in IMAGE_STAGES + ("pixel_values",):
+    if base in PIXEL_STAGES:
         return "image"
     if stage.startswith("rotary_"):
         return "rotary"
@@ -51,7 +53,8 @@ def stage_kind(stage):
 
 
 def is_image_stage(stage):
-    return stage.split(".")[0] in IMAGE_STAGES + ("pixel_values", "image_grid_thw")
+    """Whether ``stage`` belongs to the image/video processor (not the tower)."""
+    return stage.split(".")[0] in PIXEL_STAGES + ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
 
 
 def tolerance(dtype, stage):
