@@ -5,9 +5,11 @@
     uv run generate_golden.py --check --report drift.md   # the report also to a file (never into golden/)
     uv run generate_golden.py --case gray --no-full        # rebuild only these; every other golden is kept
 
-Exit codes: 0 no drift (or written), 1 drift (or the reference disagrees with HF: nothing written),
-2 cannot check: the installed transformers is outside the supported range or its API broke
-(a one-paragraph message names the version and the range; no traceback).
+Exit codes: 0 no drift (or written), 1 drift, or a case where HF differs from the reference or refuses
+the input (nothing written), 2 cannot check: the installed transformers is outside the supported range
+or its API broke (a one-paragraph message names the version and the range; no traceback); 2 also when
+some cases could not be checked on this version and nothing else drifted. Every case is tried: the
+report lists each case whose cross-check failed, with its first stage and HF's message.
 
 Every stored case of the registry (``goldenlib.cases.CASES``) is computed by the NumPy reference
 (``goldenlib.build``), then compared stage by stage with HF (image stages must match exactly;
@@ -24,6 +26,7 @@ import shutil
 import sys
 import time
 import traceback
+import types
 
 
 from goldenlib import store
@@ -32,11 +35,62 @@ from goldenlib.cases import CASES, TOWERS, stored_names, weights_case_name
 from goldenlib.drift import drift_table, report as drift_report, version_changes
 
 
-def build_all(log, with_full=True, only=None):
+class CaseFailure:
+    """A case whose HF cross-check did not pass: ``verdict`` is one of VERDICTS, ``stage`` the first
+    stage HF differs at (pipeline order; "-" when HF stopped before producing stages)."""
+
+    def __init__(self, case, verdict, stage, message):
+        self.case, self.verdict, self.stage, self.message = case, verdict, stage, message
+
+
+# the verdicts of a failed cross-check and their exit code: HF computing something else, or refusing an input
+# it used to take, is a difference of HF's behaviour (1); a name or signature the installed release lacks means
+# the case cannot be checked there (2)
+VERDICTS = {"differs from HF": 1, "HF refuses this input": 1, "cannot check on this version": 2}
+
+
+def case_failure(case, error):
+    """The CaseFailure of ``error`` raised while building ``case``, or None when it is not HF's (a bug: re-raised)."""
+    from goldenlib import hf_compat
+    from goldenlib.drift import stage_order
+
+    message = " ".join(str(error).split())
+    if isinstance(error, CrosscheckError):
+        stages = stage_order(case.name, error.stages) if error.stages else ["(see message)"]
+        return CaseFailure(case.name, "differs from HF", stages[0], message)
+    if isinstance(error, hf_compat.UnsupportedVersion):
+        return CaseFailure(case.name, "cannot check on this version", "-", message)
+    if not _from_hf_side(error):
+        return None
+    if isinstance(error, (ImportError, AttributeError, TypeError)):
+        return CaseFailure(case.name, "cannot check on this version", "-", " ".join(cannot_check(error).split()))
+    return CaseFailure(case.name, "HF refuses this input", "-", f"{type(error).__name__}: {message}")
+
+
+def failures_report(failures):
+    """Markdown: every case whose HF cross-check failed, with its verdict, first stage and HF's message."""
+    if not failures:
+        return "Every case cross-checked against HF."
+    lines = ["## HF cross-check failures (reference vs the installed HF; these cases were not compared with the "
+             "goldens)", "", "| case | verdict | first stage | message |", "|---|---|---|---|"]
+    for failure in failures:
+        lines.append(f"| {failure.case} | {failure.verdict} | {failure.stage} | {failure.message.replace('|', '/')} |")
+    return "\n".join(lines + ["", f"{len(failures)} case(s) failed the HF cross-check"])
+
+
+def exit_code(failures, rows=()):
+    """1 when anything drifted or HF behaves differently, else 2 when a case could not be checked, else 0."""
+    codes = {VERDICTS[f.verdict] for f in failures} | {1 for row in rows if not row.ok}
+    return 1 if 1 in codes else 2 if 2 in codes else 0
+
+
+def build_all(log, with_full=True, only=None, failures=None):
     """Compute every stored golden case in memory: {name: (tensors, metadata)}, plus the cross-check report.
 
     ``with_full``: False skips the cases that run the full-size tower. ``only``: a set of case
-    names to build (the others are skipped), for ``--check --case``.
+    names to build (the others are skipped), for ``--check --case``. ``failures``: a list that
+    collects a :class:`CaseFailure` per case whose HF cross-check fails (every case is still tried);
+    None: the first failure stops the run (SystemExit).
     """
     cases, report, weights = {}, [], {}
 
@@ -61,8 +115,16 @@ def build_all(log, with_full=True, only=None):
                 tensors, metadata, errors = build_positions(case)
             else:
                 tensors, metadata, case_report = build_case(case, weights_of=weights_of)
-        except CrosscheckError as error:
-            raise SystemExit(f"{error}; nothing written") from None
+                check_crosscheck(case_report)
+        except Exception as error:  # noqa: BLE001 - sorted by case_failure; anything not HF's is re-raised
+            failure = case_failure(case, error)
+            if failure is None:
+                raise
+            if failures is None:
+                raise SystemExit(f"{failure.case}: {failure.verdict}: {failure.message}; nothing written") from None
+            failures.append(failure)
+            log(f"{case.name:22s} {failure.verdict} (first stage {failure.stage}): {failure.message}")
+            continue
         cases[case.name] = (tensors, metadata)
         if case.kind == "positions":
             rotary = ", ".join(f"{stage} {error:.2e}" for stage, error in errors.items())
@@ -111,6 +173,11 @@ def _from_hf_side(error):
     an import or API break of the installed transformers, not a bug of the reference."""
     if isinstance(error, ImportError) and "transformers" in f"{error.name} {error}":
         return True
+    if isinstance(error, AttributeError):  # a name missing on a transformers object or module
+        obj = getattr(error, "obj", None)
+        owner = obj.__name__ if isinstance(obj, types.ModuleType) else type(obj).__module__
+        if owner.split(".")[0] == "transformers":
+            return True
     frames = traceback.extract_tb(error.__traceback__)
     if not frames:
         return False
@@ -197,17 +264,24 @@ def _log(message):
 
 def _run(args, folder, only):
     start = time.perf_counter()
-    cases, report = build_all(_log, with_full=not args.no_full, only=only)
+    failures = []  # every case is tried; the report lists each one that fails
+    cases, report = build_all(_log, with_full=not args.no_full, only=only, failures=failures)
     check_bounds(report)
     table = crosscheck_table(report)
     if args.check:
-        rows = drift_table(cases, folder, complete=only is None and not args.no_full)
+        # a case that failed the cross-check was not recomputed: its golden is not "stale"
+        rows = drift_table(cases, folder, complete=only is None and not args.no_full and not failures)
         text = "\n".join(["## HF cross-check (reference float64 vs HF float32)", "", table, "",
+                          failures_report(failures), "",
                           drift_report(rows, version_changes(folder, _versions()), show_all=args.all_stages)])
         print(text)
         if args.report:
             store.Path(args.report).write_text(text + "\n")
-        return 0 if all(row.ok for row in rows) else 1
+        return exit_code(failures, rows)
+    if failures:  # nothing is written unless every case passes; the report names each failing case
+        print(failures_report(failures))
+        print(f"\nnothing written: {len(failures)} case(s) failed the HF cross-check", file=sys.stderr)
+        return exit_code(failures)
 
     partial = only is not None or args.no_full
     kept = kept_goldens(folder, set(cases), _log) if partial else []

@@ -1,8 +1,8 @@
 """Every transformers name the HF cross-check uses whose home or signature depends on the version.
 
-The cross-check runs from transformers 4.57 to the newest 5.x (Qwen2.5-VL exists from 4.49; 4.49.0
-runs the image and tower cases but not the positions ones: golden/README.md). Outside that range, or when a name this module expects is
-missing, it raises :class:`UnsupportedVersion` (the generator turns it into exit code 2, "cannot check"), never a bare ImportError or TypeError.
+The cross-check runs from transformers 4.49 (the first release with Qwen2.5-VL) to the newest 5.x
+(what each version runs and where HF's behaviour differs: golden/README.md). Outside that range, or when a name
+this module expects is missing, it raises :class:`UnsupportedVersion` (the generator turns it into exit code 2, "cannot check"), never a bare ImportError or TypeError.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib.metadata
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-SUPPORTED = ">=4.57,<6"  # run end to end: 4.57.6, 5.0.0, 5.24.0 (4.49.0: images and towers only; see golden/README.md)
+SUPPORTED = ">=4.49,<6"  # --check run under 4.49.0, 4.53.3, 4.57.6, 5.0.0, 5.24.0 (golden/README.md)
 
 
 class UnsupportedVersion(Exception):
@@ -21,10 +21,21 @@ class UnsupportedVersion(Exception):
     def __init__(self, installed: str, reason: str = ""):
         self.installed, self.supported, self.reason = installed, SUPPORTED, reason
         why = f" ({reason})" if reason else ""
+        if reason and _in_range(installed):  # a name only some releases of the range have: this check cannot run
+            super().__init__(f"transformers {installed} (inside the supported range {SUPPORTED}) cannot run this "
+                             f"check{why}; a release that has it can. Nothing was compared or written for it.")
+            return
         super().__init__(
             f"transformers {installed} is installed, but the HF cross-check supports transformers {SUPPORTED}"
             f"{why}. Install a supported version (e.g. `uv pip install \"transformers{SUPPORTED}\"`) "
             "and run the check again; nothing was compared or written.")
+
+
+def _in_range(version: str) -> bool:
+    try:
+        return is_supported(version)
+    except Exception:  # noqa: BLE001 - not a version string
+        return False
 
 
 def installed_version() -> str:
@@ -72,6 +83,81 @@ def pil_image_processor_class():
     except ImportError as error:
         raise _missing("Qwen2VLImageProcessor (PIL path)", error) from None
     return Qwen2VLImageProcessor
+
+
+def torchvision_image_processor_class():
+    """HF's Qwen2-VL image processor on the torchvision path: ``Qwen2VLImageProcessor`` in 5.x releases that
+    have ``Qwen2VLImageProcessorPil``; before (4.x, 5.0): ``Qwen2VLImageProcessorFast``."""
+    check_version()
+    import transformers
+
+    if hasattr(transformers, "Qwen2VLImageProcessorPil"):
+        return transformers.Qwen2VLImageProcessor
+    try:
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl_fast import Qwen2VLImageProcessorFast
+    except ImportError as error:
+        raise _missing("Qwen2VLImageProcessorFast (torchvision path)", error) from None
+    return Qwen2VLImageProcessorFast
+
+
+def size_bounds(processor) -> tuple:
+    """(min_pixels, max_pixels) the processor's smart resize uses: 4.49's processors read their
+    ``min_pixels`` / ``max_pixels`` attributes (the torchvision one leaves ``size`` at its default);
+    later ones read ``size`` (a SizeDict in late 5.x, a dict before)."""
+    import inspect
+
+    preprocess = getattr(type(processor), "_preprocess", None)
+    if preprocess is not None and "self.min_pixels" in inspect.getsource(preprocess):
+        return processor.min_pixels, processor.max_pixels
+    size = processor.size
+    if isinstance(size, dict):
+        return size["shortest_edge"], size["longest_edge"]
+    return size.shortest_edge, size.longest_edge
+
+
+def torchvision_resize(processor, images):
+    """The torchvision processor's smart resize of uint8 images [..., 3, H, W]. Where its ``resize`` takes
+    ``factor`` (late 5.x) it is called as the processor does; before, the processor ran ``smart_resize``
+    and a plain resize to that size with the interpolation mapped from ``resample``, as done here."""
+    import inspect
+
+    factor = processor.patch_size * processor.merge_size
+    if "factor" in inspect.signature(processor.resize).parameters:
+        return processor.resize(images=images, size=processor.size, resample=processor.resample, factor=factor)
+    from transformers.image_utils import SizeDict, pil_torch_interpolation_mapping
+
+    min_pixels, max_pixels = size_bounds(processor)
+    height, width = smart_resize()(*images.shape[-2:], factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    return processor.resize(images, size=SizeDict(height=height, width=width),
+                            interpolation=pil_torch_interpolation_mapping[processor.resample])
+
+
+def torchvision_rescale_normalize(processor, images):
+    """The torchvision processor's fused rescale + normalize of uint8 images, with the mean/std its own
+    ``_preprocess`` receives: tuples where ``_fuse_mean_std_and_rescale_factor`` fuses them (it is cached:
+    lists are unhashable there); in 4.49 already fused by the caller (tensors divided by the rescale factor)."""
+    factor, mean, std = processor.rescale_factor, processor.image_mean, processor.image_std
+    if hasattr(type(processor), "_fuse_mean_std_and_rescale_factor"):
+        mean, std = tuple(mean), tuple(std)
+    else:
+        import torch
+
+        mean, std = torch.tensor(mean) * (1.0 / factor), torch.tensor(std) * (1.0 / factor)
+    return processor.rescale_and_normalize(images, True, factor, True, mean, std)
+
+
+def video_processor_class():
+    """``Qwen2VLVideoProcessor``, for the video cross-check, which drives it through
+    ``Qwen2_5_VLProcessor._process_videos`` (late 5.x); releases without that raise UnsupportedVersion,
+    so the video cases read "cannot check on this version"."""
+    check_version()
+    from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
+
+    if not hasattr(Qwen2_5_VLProcessor, "_process_videos"):
+        raise _missing("Qwen2_5_VLProcessor._process_videos (the video cross-check's entry point)")
+    from transformers import Qwen2VLVideoProcessor
+
+    return Qwen2VLVideoProcessor
 
 
 def smart_resize():
@@ -174,14 +260,64 @@ def tower_output(out):
 
 # ---- positions -----------------------------------------------------------------------------------
 
+def rope_index_class():
+    """The class that owns ``get_rope_index``: ``Qwen2_5_VLModel`` (vision + text model) from 4.52; in 4.49-4.51
+    ``Qwen2_5_VLModel`` is the text model alone and ``get_rope_index`` sits on ``Qwen2_5_VLForConditionalGeneration``."""
+    check_version()
+    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl
+
+    return rope_index_owner(modeling_qwen2_5_vl)
+
+
+def rope_index_owner(modeling):
+    """The first of ``Qwen2_5_VLModel``, ``Qwen2_5_VLForConditionalGeneration`` of module ``modeling`` that has
+    ``get_rope_index`` (UnsupportedVersion when neither has)."""
+    for name in ("Qwen2_5_VLModel", "Qwen2_5_VLForConditionalGeneration"):
+        if hasattr(getattr(modeling, name, None), "get_rope_index"):
+            return getattr(modeling, name)
+    raise _missing("get_rope_index (on Qwen2_5_VLModel or Qwen2_5_VLForConditionalGeneration)")
+
+
+def has_text_config() -> bool:
+    """Whether the text settings have their own ``Qwen2_5_VLTextConfig`` (4.52 on); before, they are
+    top-level fields of ``Qwen2_5_VLConfig``."""
+    from transformers.models.qwen2_5_vl import configuration_qwen2_5_vl
+
+    return hasattr(configuration_qwen2_5_vl, "Qwen2_5_VLTextConfig")
+
+
+def tiny_rope_model(text: dict, vision: dict, token_ids: dict):
+    """An uninitialised float32 model of ``rope_index_class()`` on ``Qwen2_5_VLConfig`` built from the text
+    and vision keyword dicts, in the layout of the installed release (``text_config=`` or flat text fields).
+    ``token_ids``: image_token_id, video_token_id, vision_start_token_id (4.49 has no defaults for them)."""
+    from transformers import Qwen2_5_VLConfig
+
+    config = (Qwen2_5_VLConfig(text_config=text, vision_config=vision, **token_ids) if has_text_config()
+              else Qwen2_5_VLConfig(**text, vision_config=vision, **token_ids))
+    with no_init_weights():
+        model = rope_index_class()(config)
+    return model.eval()
+
+
+def text_rotary(model):
+    """The text model's ``Qwen2_5_VLRotaryEmbedding``: ``model.language_model`` from 4.52, ``model.model`` before."""
+    text = getattr(model, "language_model", None) or getattr(model, "model", None)
+    if text is None or not hasattr(text, "rotary_emb"):
+        raise _missing("the text model's rotary_emb (language_model / model)")
+    return text.rotary_emb
+
+
+def text_config_of(model):
+    """The text settings: ``config.text_config`` where it exists, else the top-level config (4.49-4.51)."""
+    return getattr(model.config, "text_config", None) or model.config
+
+
 def rope_index_takes_token_types() -> bool:
-    """Whether ``Qwen2_5_VLModel.get_rope_index`` takes ``mm_token_type_ids`` (5.x, required) or finds
-    the vision tokens from ``input_ids`` itself (4.x and early 5.x)."""
+    """Whether ``get_rope_index`` takes ``mm_token_type_ids`` (5.x, required) or finds the vision tokens from
+    ``input_ids`` itself (4.x and early 5.x)."""
     import inspect
 
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
-
-    return "mm_token_type_ids" in inspect.signature(Qwen2_5_VLModel.get_rope_index).parameters
+    return "mm_token_type_ids" in inspect.signature(rope_index_class().get_rope_index).parameters
 
 
 def get_rope_index(model, input_ids, mm_token_type_ids, **kwargs):
@@ -195,7 +331,7 @@ def get_rope_index(model, input_ids, mm_token_type_ids, **kwargs):
 def text_rope_config(theta: float, mrope_section) -> dict:
     """The text config's rotary settings: 5.x ``rope_parameters``; 4.x ``rope_theta`` + ``rope_scaling``."""
     section = [int(s) for s in mrope_section]
-    if "rope_parameters" in _init_parameters("Qwen2_5_VLTextConfig"):
+    if has_text_config() and "rope_parameters" in _init_parameters("Qwen2_5_VLTextConfig"):
         return {"rope_parameters": {"rope_type": "default", "rope_theta": float(theta), "mrope_section": section}}
     return {"rope_theta": float(theta), "rope_scaling": {"type": "mrope", "mrope_section": section}}
 
@@ -215,7 +351,7 @@ def mrope_cos_sin(model, position_ids):
     import torch
     from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as hf
 
-    rotary = model.language_model.rotary_emb
+    rotary = text_rotary(model)
     position_ids = torch.as_tensor(position_ids, dtype=torch.long)
     with torch.no_grad():
         cos, sin = rotary(torch.zeros(1, dtype=torch.float32), position_ids)
@@ -255,16 +391,19 @@ def expand_by_call(processor, text, image_grid_thw, video_grid_thw, tokenize):
             return {"input_ids": [tokenize(t) for t in texts]}
 
     processor.tokenizer = _Tokenizer()
-    class _Grids(SimpleNamespace):  # stands in for the image/video processor: returns the given grids
+
+    class _Grids(SimpleNamespace):  # stands in for the image/video processors: returns the given grids
         def __call__(self, images=None, videos=None, **kwargs):
-            out = {self.key: self.grid}
-            if videos is not None:  # 5.0-5.x pop it to compute second_per_grid_ts, unused for the ids
+            out = {}
+            if images is not None:
+                out["image_grid_thw"] = image_grid_thw
+            if videos is not None:  # 4.49-4.51 ask the image processor for videos too
+                out["video_grid_thw"] = video_grid_thw
+                # 5.0-5.x pop it to compute second_per_grid_ts, unused for the ids
                 out["video_metadata"] = [SimpleNamespace(sampled_fps=2.0) for _ in videos]
             return out
 
-    processor.image_processor = _Grids(merge_size=merge_size, key="image_grid_thw", grid=image_grid_thw)
-    processor.video_processor = _Grids(merge_size=merge_size, temporal_patch_size=2, key="video_grid_thw",
-                                       grid=video_grid_thw)
+    processor.image_processor = processor.video_processor = _Grids(merge_size=merge_size, temporal_patch_size=2)
     n_images, n_videos = len(image_grid_thw), len(video_grid_thw)
     out = processor(text=list(text), images=[None] * n_images if n_images else None,
                     videos=[None] * n_videos if n_videos else None)
@@ -274,10 +413,10 @@ def expand_by_call(processor, text, image_grid_thw, video_grid_thw, tokenize):
 def mrope_section_of(model):
     """The text rotary's mrope_section: an attribute of the rotary in late 5.x, else in the text config
     (``rope_parameters`` in 5.x, ``rope_scaling`` in 4.x)."""
-    rotary = model.language_model.rotary_emb
+    rotary = text_rotary(model)
     if hasattr(rotary, "mrope_section"):
         return list(rotary.mrope_section)
-    text = model.config.text_config
+    text = text_config_of(model)
     rope = getattr(text, "rope_parameters", None) or getattr(text, "rope_scaling", None) or {}
     return list(rope["mrope_section"])
 

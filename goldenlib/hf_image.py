@@ -64,8 +64,8 @@ def hf_preprocess_torchvision(images, min_pixels, max_pixels):
     processor = hf_torchvision_processor(min_pixels, max_pixels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = processor(images=[to_pil(image) for image in images], return_tensors="np")
-    return {"pixel_values": np.asarray(out["pixel_values"]), "image_grid_thw": np.asarray(out["image_grid_thw"])}
+        out = processor(images=[to_pil(image) for image in images], return_tensors="pt")  # 4.49: "pt" only
+    return {"pixel_values": out["pixel_values"].numpy(), "image_grid_thw": out["image_grid_thw"].numpy()}
 
 
 def hf_stages_torchvision(image, min_pixels, max_pixels):
@@ -73,14 +73,13 @@ def hf_stages_torchvision(image, min_pixels, max_pixels):
     resized (its smart resize on the uint8 [1, 3, H, W] tensor), rescaled_normalized (its fused step)."""
     import torch
 
-    from .hf_compat import convert_to_rgb_numpy, torchvision_resize
+    from .hf_compat import convert_to_rgb_numpy, torchvision_rescale_normalize, torchvision_resize
 
     processor = hf_torchvision_processor(min_pixels, max_pixels)
     rgb = convert_to_rgb_numpy(to_pil(image))
     chw = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]  # [1, 3, H, W] uint8
     resized = torchvision_resize(processor, chw)
-    fused = processor.rescale_and_normalize(resized, True, processor.rescale_factor, True,
-                                            processor.image_mean, processor.image_std)
+    fused = torchvision_rescale_normalize(processor, resized)
     return {"rgb": rgb, "resized": resized[0].permute(1, 2, 0).numpy(), "rescaled_normalized": fused[0].numpy()}
 
 

@@ -90,19 +90,14 @@ def hf_text_config(head_dim=16, mrope_section=(2, 3, 3), theta=1e6):
 
 @functools.lru_cache(maxsize=4)
 def hf_tiny_model(head_dim=16, mrope_section=(2, 3, 3), theta=1e6, spatial_merge_size=2, tokens_per_second=2):
-    """A tiny ``Qwen2_5_VLModel`` (float32, eval): its ``get_rope_index`` and its text rotary are the ones
+    """A tiny ``Qwen2_5_VLModel`` (4.49-4.51: ``Qwen2_5_VLForConditionalGeneration``; float32, eval): its ``get_rope_index`` and its text rotary are the ones
     checked. Weights are never used, so they are left uninitialised."""
-    from transformers import Qwen2_5_VLConfig
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
-
-    config = Qwen2_5_VLConfig(
-        text_config=hf_text_config(head_dim, mrope_section, theta),
-        vision_config=dict(depth=1, hidden_size=32, num_heads=2, intermediate_size=48, out_hidden_size=2 * head_dim,
-                           spatial_merge_size=spatial_merge_size, tokens_per_second=tokens_per_second))
-    with hf_compat.no_init_weights():
-        model = Qwen2_5_VLModel(config)
-    model.eval()
-    rotary = model.language_model.rotary_emb
+    model = hf_compat.tiny_rope_model(
+        hf_text_config(head_dim, mrope_section, theta),
+        dict(depth=1, hidden_size=32, num_heads=2, intermediate_size=48, out_hidden_size=2 * head_dim,
+             spatial_merge_size=spatial_merge_size, tokens_per_second=tokens_per_second),
+        dict(image_token_id=IMAGE_TOKEN_ID, video_token_id=VIDEO_TOKEN_ID, vision_start_token_id=VISION_START_ID))
+    rotary = hf_compat.text_rotary(model)
     expect = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
     if not torch.equal(rotary.inv_freq, expect) or list(hf_compat.mrope_section_of(model)) != list(mrope_section):
         raise RuntimeError("HF text rotary is not the expected float32 table / mrope_section")

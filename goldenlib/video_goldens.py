@@ -38,11 +38,11 @@ def run_reference(case):
 
 
 def _hf_processor(params):
-    from transformers import Qwen2VLVideoProcessor
+    from .hf_compat import video_processor_class  # UnsupportedVersion where the video path is missing
 
     size = {"shortest_edge": params.get("min_pixels", VIDEO_MIN_PIXELS),
             "longest_edge": params.get("max_pixels", VIDEO_MAX_PIXELS)}
-    processor = Qwen2VLVideoProcessor(cap_pixels_per_frame=False, size=size)
+    processor = video_processor_class()(cap_pixels_per_frame=False, size=size)
     got = (processor.size.shortest_edge, processor.size.longest_edge)
     if got != (size["shortest_edge"], size["longest_edge"]):  # transformers#41955: settings silently dropped
         raise RuntimeError(f"HF video processor ignored size: asked {size}, has {got}")

@@ -8,6 +8,7 @@ HF cross-check test; the quick loop keeps the pure version-range logic (about 3 
 
 import importlib.util
 import inspect
+from types import SimpleNamespace
 
 import numpy as np
 import PIL.Image
@@ -21,7 +22,7 @@ if importlib.util.find_spec("transformers") is None:  # without importing it (2 
 
 
 @pytest.mark.parametrize("version, ok", [
-    ("4.48.3", False), ("4.56.2", False), ("4.57.0", True), ("4.57.6", True), ("5.0.0rc1", True), ("5.0.0", True),
+    ("4.48.3", False), ("4.49.0", True), ("4.53.3", True), ("4.56.2", True), ("4.57.0", True), ("4.57.6", True), ("5.0.0rc1", True), ("5.0.0", True),
     ("5.24.0", True), ("6.0.0", False), ("6.0.0.dev0", False), ("3.9.9", False)])
 def test_version_range(version, ok):
     assert hf_compat.is_supported(version) is ok
@@ -135,3 +136,128 @@ def test_processor_and_rope_index_signature():
 
     params = inspect.signature(Qwen2_5_VLModel.get_rope_index).parameters
     assert hf_compat.rope_index_takes_token_types() == ("mm_token_type_ids" in params)
+
+
+def test_unsupported_inside_the_range_says_what_is_missing(monkeypatch):
+    monkeypatch.setattr(hf_compat, "installed_version", lambda: "4.53.3")
+    message = str(hf_compat._missing("Qwen2_5_VLProcessor._process_videos"))
+    assert "4.53.3" in message and "inside the supported range" in message and "_process_videos" in message
+    assert "Install a supported version" not in message  # it is one
+
+
+# ---- layout detection on stand-in objects (the real releases: golden/README.md's version table) ----------
+
+class _WithRopeIndex:
+    def get_rope_index(self, input_ids, **kwargs):
+        return "called"
+
+
+class _Without:
+    pass
+
+
+def test_rope_index_owner_follows_the_release_layout():
+    # 4.52 on: Qwen2_5_VLModel (vision + text) owns get_rope_index
+    late = SimpleNamespace(Qwen2_5_VLModel=_WithRopeIndex, Qwen2_5_VLForConditionalGeneration=_Without)
+    assert hf_compat.rope_index_owner(late) is _WithRopeIndex
+    # 4.49-4.51: Qwen2_5_VLModel is the text model; the generation class owns it
+    early = SimpleNamespace(Qwen2_5_VLModel=_Without, Qwen2_5_VLForConditionalGeneration=_WithRopeIndex)
+    assert hf_compat.rope_index_owner(early) is _WithRopeIndex
+    with pytest.raises(UnsupportedVersion, match="get_rope_index"):
+        hf_compat.rope_index_owner(SimpleNamespace(Qwen2_5_VLModel=_Without))
+
+
+def test_text_rotary_config_and_mrope_section_in_both_layouts():
+    late_rotary, early_rotary = SimpleNamespace(), SimpleNamespace()
+    text_config = SimpleNamespace(rope_parameters={"mrope_section": [2, 3, 3]})
+    late = SimpleNamespace(language_model=SimpleNamespace(rotary_emb=late_rotary),
+                           config=SimpleNamespace(text_config=text_config))
+    early_config = SimpleNamespace(rope_scaling={"type": "default", "mrope_section": [16, 24, 24]})
+    early = SimpleNamespace(model=SimpleNamespace(rotary_emb=early_rotary), config=early_config)  # 4.49
+    assert hf_compat.text_rotary(late) is late_rotary and hf_compat.text_config_of(late) is text_config
+    assert hf_compat.text_rotary(early) is early_rotary and hf_compat.text_config_of(early) is early_config
+    assert hf_compat.mrope_section_of(late) == [2, 3, 3]
+    assert hf_compat.mrope_section_of(early) == [16, 24, 24]
+    with pytest.raises(UnsupportedVersion, match="rotary_emb"):
+        hf_compat.text_rotary(SimpleNamespace(config=early_config))
+
+
+class _Processor449:  # reads its min/max_pixels attributes, leaves size at the class default
+    size = {"shortest_edge": 3136, "longest_edge": 1003520}
+    min_pixels, max_pixels = 100, 200
+
+    def _preprocess(self, images):
+        return self.min_pixels, self.max_pixels
+
+
+class _Processor4x:  # reads size, a dict
+    size = {"shortest_edge": 300, "longest_edge": 400}
+
+    def _preprocess(self, images, size):
+        return size["shortest_edge"]
+
+
+def test_size_bounds_are_what_the_resize_reads():
+    assert hf_compat.size_bounds(_Processor449()) == (100, 200)
+    assert hf_compat.size_bounds(_Processor4x()) == (300, 400)
+    late = SimpleNamespace(size=SimpleNamespace(shortest_edge=500, longest_edge=600))  # a SizeDict
+    assert hf_compat.size_bounds(late) == (500, 600)
+
+
+def test_torchvision_resize_calls_the_late_5x_resize_with_its_factor():
+    calls = []
+
+    class Late:
+        size, resample, patch_size, merge_size = "size", 3, 14, 2
+
+        def resize(self, images, size, resample, factor, **kwargs):
+            calls.append((images, size, resample, factor))
+            return "resized"
+
+    assert hf_compat.torchvision_resize(Late(), "pixels") == "resized"
+    assert calls == [("pixels", "size", 3, 28)]
+
+
+def test_rescale_normalize_gives_mean_std_as_the_processor_receives_them():
+    import torch
+
+    seen = []
+
+    class Late:  # caches the fused values: needs hashable tuples
+        rescale_factor, image_mean, image_std = 0.5, [1.0, 2.0], [4.0, 8.0]
+
+        def _fuse_mean_std_and_rescale_factor(self):
+            pass
+
+        def rescale_and_normalize(self, images, do_rescale, factor, do_normalize, mean, std):
+            seen.append((mean, std))
+
+    class Early449:  # no fusing method: 4.49 divides mean/std by the rescale factor before the call
+        rescale_factor, image_mean, image_std = 0.5, [1.0, 2.0], [4.0, 8.0]
+        rescale_and_normalize = Late.rescale_and_normalize
+
+    hf_compat.torchvision_rescale_normalize(Late(), None)
+    hf_compat.torchvision_rescale_normalize(Early449(), None)
+    assert seen[0] == ((1.0, 2.0), (4.0, 8.0))
+    assert torch.equal(seen[1][0], torch.tensor([2.0, 4.0])) and torch.equal(seen[1][1], torch.tensor([8.0, 16.0]))
+
+
+def test_expand_by_call_answers_a_449_processor_that_asks_the_image_processor_for_videos():
+    """4.49's Qwen2_5_VLProcessor calls image_processor(images=None, videos=...); later ones the video processor."""
+    asked = []
+
+    class Processor:
+        image_processor = SimpleNamespace(merge_size=2)
+
+        def __call__(self, text, images=None, videos=None):
+            grids = {}
+            if images is not None:
+                grids.update(self.image_processor(images=images, videos=None))
+            if videos is not None:
+                grids.update(self.image_processor(images=None, videos=videos))  # as 4.49 does
+                asked.append(self.image_processor.temporal_patch_size)
+            n = sum(int(np.prod(g)) // 4 for key in ("image_grid_thw", "video_grid_thw") for g in grids.get(key, []))
+            return {"input_ids": [[7] * n for _ in text], **grids}
+
+    rows = hf_compat.expand_by_call(Processor(), ["x"], [[1, 4, 4]], [[2, 4, 6]], lambda t: [])
+    assert rows == [[7] * (4 + 12)] and asked == [2]

@@ -152,3 +152,60 @@ def test_reference_bug_is_not_hidden_as_cannot_check(monkeypatch, capsys):
     monkeypatch.setattr(generate_golden, "build_case", buggy)
     with pytest.raises(TypeError, match="a bug in the reference"):
         generate_golden.main(["--check", "--case", AFFECTED])
+
+
+def _from_transformers(message):
+    """A function that raises ValueError(message) from a frame whose file lies in transformers, as HF's own
+    input checks do (4.49's smart_resize refuses a side under 28)."""
+    namespace = {}
+    code = f"def refuse(*args, **kwargs):\n    raise ValueError({message!r})\n"
+    exec(compile(code, "/site-packages/transformers/models/qwen2_vl/image_processing_qwen2_vl.py", "exec"), namespace)
+    return namespace["refuse"]
+
+
+@pytest.mark.slow  # two case builds with the HF cross-check, twice
+def test_every_case_is_reported_and_an_hf_refusal_is_drift(golden_copy, monkeypatch, capsys):
+    from goldenlib import hf_image
+
+    refuse, original = _from_transformers("height:10 or width:12 must be larger than factor:28"), hf_image.hf_preprocess
+
+    def preprocess(images, *args, **kwargs):  # HF refuses the affected case's image only
+        return refuse() if images[0].shape[:2] == BY_NAME[AFFECTED].images()[0].shape[:2] else original(
+            images, *args, **kwargs)
+
+    monkeypatch.setattr(hf_image, "hf_preprocess", preprocess)
+    cases = ["--case", AFFECTED, "--case", UNAFFECTED, "--golden-dir", str(golden_copy)]
+    before = _snapshot(golden_copy)
+    code, out, err = _main(capsys, "--check", *cases)
+    assert code == 1, out + err
+    assert f"| {AFFECTED} | HF refuses this input | - | ValueError: height:10 or width:12" in out
+    assert f"{UNAFFECTED}" in err and "1 case(s) failed the HF cross-check" in out  # the other case still ran
+    assert "Traceback" not in out + err
+    code, out, err = _main(capsys, *cases)  # a regeneration: reports the case and writes nothing
+    assert code == 1 and "nothing written" in err and f"| {AFFECTED} | HF refuses this input |" in out
+    assert _snapshot(golden_copy) == before
+
+
+def test_case_failures_are_sorted_by_cause():
+    from goldenlib.build import CrosscheckError
+
+    case = BY_NAME[AFFECTED]
+    differ = generate_golden.case_failure(case, CrosscheckError("differs", ["normalized", "tiny_a.output", "resized"]))
+    assert (differ.verdict, differ.stage) == ("differs from HF", "resized")  # first in pipeline order
+    try:
+        _from_transformers("no")()
+    except ValueError as error:
+        assert generate_golden.case_failure(case, error).verdict == "HF refuses this input"
+    missing = generate_golden.case_failure(case, hf_compat.UnsupportedVersion("4.57.6", "a name is missing"))
+    assert missing.verdict == "cannot check on this version"
+    assert generate_golden.case_failure(case, ValueError("a bug of ours")) is None  # not HF's: re-raised
+
+
+def test_exit_code_drift_beats_cannot_check():
+    failure = generate_golden.CaseFailure
+    cannot, refused = failure("a", "cannot check on this version", "-", ""), failure("b", "HF refuses this input", "-", "")
+    drifted = type("Row", (), {"ok": False})()
+    assert generate_golden.exit_code([]) == 0
+    assert generate_golden.exit_code([cannot]) == 2
+    assert generate_golden.exit_code([cannot, refused]) == 1
+    assert generate_golden.exit_code([cannot], [drifted]) == 1
