@@ -9,7 +9,9 @@ itself only, so that its softmax is defined). Only the real tokens' logits are c
 padded rows are garbage on both sides.
 """
 
+import copy
 import functools
+import warnings
 
 import pytest
 import torch
@@ -317,3 +319,26 @@ def test_load_hf_model_bfloat16():
         out = low(ids, encoder_input=_encoder_input(ig, vg, ipv, vpv), input_pos=_positions(ids, ig, vg))
     # torchtune's TransformerDecoder returns float32 logits whatever the weights (``output(h).float()``)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_bfloat16_forward_warns_nothing_and_norms_round_as_hf():
+    """torchtune's RMSNorm fed float32 activations to ``F.rms_norm`` with a bfloat16 scale ("Mismatch
+    dtype between input and weight") and kept the product in float32; the decoder's norms now round as
+    HF's ``Qwen2_5_VLRMSNorm``: normalise in float32, cast back, multiply by the weight in bfloat16."""
+    hf, _ = models("tied_gqa")
+    low = torch_port.load_hf_model(config_dict("tied_gqa"), hf.state_dict(), dtype=torch.bfloat16)
+    ids, ig, vg, ipv, vpv = _prompt("image_video")
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        low(ids, encoder_input=_encoder_input(ig, vg, ipv, vpv), input_pos=_positions(ids, ig, vg))
+    assert [str(w.message) for w in caught] == []
+
+    x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(0)).bfloat16() * 3
+    layer = low.decoder.layers[0]
+    hf_layer = copy.deepcopy(hf.model.language_model.layers[0]).bfloat16()
+    for ours, theirs in ((layer.sa_norm, hf_layer.input_layernorm), (layer.mlp_norm, hf_layer.post_attention_layernorm)):
+        with torch.no_grad():
+            assert torch.equal(ours(x), theirs(x))
+    final = copy.deepcopy(hf.model.language_model.norm).bfloat16()
+    with torch.no_grad():
+        assert torch.equal(low.decoder.norm(x), final(x))

@@ -210,6 +210,12 @@ def qwen2_5_vl_decoder(
     )
     for layer in decoder.layers:
         layer.attn.pos_embeddings = rope  # one module shared by every layer, as qwen2 does
+        # torchtune's RMSNorm multiplies the float32 normal by the (bf16) scale in float32, one
+        # rounding, and F.rms_norm warns on the dtype mix; HF's Qwen2_5_VLRMSNorm casts back first
+        # and multiplies in the model dtype. Same parameter name (scale), so the keys do not change.
+        layer.sa_norm = Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps)
+        layer.mlp_norm = Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps)
+    decoder.norm = Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps)
     return decoder
 
 
