@@ -6,6 +6,7 @@ One command prints one markdown report, everything measured in the same run::
     uv run benchmarks/run.py --quick    # smoke run: tiny images and a tiny tower (about 30 s)
     uv run benchmarks/run.py --only tower --sides 32 --reps 2   # a part of it
     uv run benchmarks/run.py --only positions                    # the mRoPE positions row alone
+    uv run benchmarks/run.py --only model                        # whole model vs HF (benchmarks/model_bench.py)
     uv run benchmarks/run.py --only tower --sides 32 --variants "HF float32 (sdpa),reference float32"
 
 * Header: date, machine (CPU model, cores, load average before and after), library versions,
@@ -708,7 +709,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 run each: a smoke test of the script")
     parser.add_argument("--reps", type=int, default=None, help="timed runs per case (default 3; --quick: 1)")
-    parser.add_argument("--only", choices=("preprocess", "tower", "positions"), default=None, help="run one section")
+    parser.add_argument("--only", choices=("preprocess", "tower", "positions", "model"), default=None,
+                        help="run one section (model: the whole model vs HF, only on request: ~12 GB, tens of minutes)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report to this file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", type=Path, default=None, help=argparse.SUPPRESS)
@@ -760,7 +762,14 @@ def main(argv=None) -> None:
             if unknown:
                 parser.error(f"unknown tower variants {unknown}; known: {list(VARIANTS)}")
             tower_rows = tower_section(config, sides, args.reps, Path(tmp), args.quick, variants)
-    text = report(args, header, peaks, pre_rows, tower_rows, config, os.getloadavg()[0], pos_rows)
+    model_text = ""
+    if args.only == "model":  # not in the default run: see benchmarks/model_bench.py
+        from model_bench import model_report, model_section
+
+        with tempfile.TemporaryDirectory(prefix="qwen_model_bench_") as tmp:
+            info, model_rows = model_section(Path(tmp), args.reps, args.quick, settle)
+        model_text = "\n" + model_report(info, model_rows, args.quick, args.reps)
+    text = report(args, header, peaks, pre_rows, tower_rows, config, os.getloadavg()[0], pos_rows) + model_text
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
