@@ -8,7 +8,13 @@
 * the exact path (the port's transform) shows 0.0 at every image stage;
 * the seed scenario reproduces its measured pixel_values difference (see README "Parity report");
 * ``parity_report.py`` runs end to end and writes the markdown (and the PNG with matplotlib, and
-  still the markdown without it).
+  still the markdown without it);
+* torchvision backend (issue 14): the port's torchvision path and the torchvision variant show 0.0
+  on every ``tv_*`` golden; torchvision on a PIL golden (and PIL on a torchvision one) is the named
+  backend difference, its size the difference of the two goldens of the same input, and the
+  variant is exact against its own golden; planted bugs (unfused normalize, no antialias) fail it;
+* video: the port's video transform gives every video golden's outputs exactly, the tower on them
+  is within tolerance, and a planted padding bug is caught.
 """
 
 import os
@@ -191,3 +197,162 @@ def test_report_markdown_lists_notes():
     text = report_markdown(case, "tiny_a", runs, notes)
     assert "no input image: interpolation variants skipped" in text
     assert "## precision only" in text
+
+
+# ------------------------------------------------------------------ torchvision backend and video (issue 14)
+
+from goldenlib.cases import TV_IMAGE_CASES, VIDEO_CASES  # noqa: E402
+from parity import variants as parity_variants  # noqa: E402
+from parity.cases import backend_twin  # noqa: E402
+from parity.report import BACKEND_DIFFERENCE, Run  # noqa: E402
+from parity.video import video_rows, video_transform  # noqa: E402
+
+TV_PHOTO_PAIRS = [("photo_astronaut", "tv_photo_astronaut"), ("photo_chelsea", "tv_photo_chelsea"),
+                  ("photo_coffee", "tv_photo_coffee"), ("photo_rocket", "tv_photo_rocket")]
+
+
+@pytest.mark.parametrize("variant", ["exact", "torchvision"])
+@pytest.mark.parametrize("name", [case.name for case in TV_IMAGE_CASES])
+def test_torchvision_paths_are_exact_on_their_own_golden(name, variant):
+    """exact (the port's torchvision backend) and torchvision (built here from torchvision) show 0.0."""
+    case = case_of(name)
+    assert case.backend == "torchvision" and not case.towers
+    rows, pixel_values, _ = image_rows(case, variant, "float32")
+    assert [r.stage for r in rows] == ["rgb", "resized", "rescaled_normalized", "pixel_values", "image_grid_thw"]
+    for row in rows:
+        assert row.max_abs == 0.0 and row.local == 0.0, row
+    np.testing.assert_array_equal(pixel_values, case.pixel_values)
+
+
+def test_backend_twins_are_the_same_input():
+    for pil, tv in TV_PHOTO_PAIRS + [("tiny_upscaled", "tv_upscale"), ("aspect_1_150", "tv_aspect_1_150")]:
+        assert backend_twin(pil, "torchvision") == tv and backend_twin(tv, "pil") == pil
+        np.testing.assert_array_equal(case_of(pil).images[0], case_of(tv).images[0])
+    assert backend_twin("tv_one_axis", "pil") is None  # no PIL golden of that input
+    assert backend_twin("photo_chelsea", "pil") == "photo_chelsea"
+
+
+@pytest.mark.parametrize("pil, tv", TV_PHOTO_PAIRS)
+def test_torchvision_on_a_pil_golden_is_a_named_backend_difference(pil, tv):
+    """A port on torchvision's resize against a PIL golden: the difference is the backend's, its
+    size the difference between the two goldens of the same input; against its own golden: 0.0."""
+    runs = Session(case_of(pil), "tiny_a").interpolation(["torchvision"])
+    assert [(r.kind, r.variant) for r in runs] == [("interpolation", "torchvision"), ("own_golden", "torchvision")]
+    run, own = runs
+    assert run.attribution == "backend" and first_failure(run.rows).stage == "resized"
+    expected = np.abs(case_of(tv).pixel_values.astype(np.float64) - case_of(pil).pixel_values).max()
+    assert run.row("pixel_values").max_abs == expected > 0
+    assert run.row("output").rel > 1e-4 and run.row("output").local < 1e-12  # the tower itself is exact
+    assert own.golden == tv and first_failure(own.rows) is None
+    assert all(r.max_abs == 0.0 for r in own.rows)
+    lines = "\n".join(attribution_lines(runs))
+    assert f"{BACKEND_DIFFERENCE} (variant on torchvision, golden on PIL)" in lines
+    assert f"pixel_values max {expected:.4g}" in lines
+    assert f"torchvision vs its own golden {tv}: exact (0.0 at every image stage)" in lines
+
+
+@pytest.mark.parametrize("pil, tv", TV_PHOTO_PAIRS[:2])
+def test_pil_on_a_torchvision_golden_is_the_same_named_difference(pil, tv):
+    """Vice versa: the port's PIL backend against a torchvision golden (no tower stored: image stages only)."""
+    session = Session(case_of(tv), None)
+    runs = session.interpolation(["exact", "pil"])
+    assert [(r.kind, r.variant) for r in runs] == [("interpolation", "exact"), ("interpolation", "pil"),
+                                                   ("own_golden", "pil")]
+    exact, run, own = runs
+    assert exact.attribution == "none" and not exact.backend_difference
+    assert run.attribution == "backend" and first_failure(run.rows).stage == "resized"
+    expected = np.abs(case_of(tv).pixel_values.astype(np.float64) - case_of(pil).pixel_values).max()
+    assert run.row("pixel_values").max_abs == expected
+    assert own.golden == pil and all(r.max_abs == 0.0 for r in own.rows)
+    assert session.precision(["float32"], ["cpu"]) == [] and "stores no tower" in session.notes[-1]
+    assert f"{BACKEND_DIFFERENCE} (variant on PIL, golden on torchvision)" in "\n".join(attribution_lines(runs))
+
+
+def _planted_unfused(resized):
+    """A planted bug: rescale then normalize in float32 (not HF's fused (x - 255 mean) / (255 std))."""
+    chw = np.asarray(resized).transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
+    return (chw - parity_variants.MEAN32) / parity_variants.STD32
+
+
+def _planted_no_antialias(self, rgb, height, width):
+    """A planted bug: torchvision's bicubic without antialias."""
+    import torch
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    chw = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    return TF.resize(chw, [height, width], interpolation=InterpolationMode.BICUBIC, antialias=False).permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("bug, stage", [(("normalize_from_resized", staticmethod(_planted_unfused)), "rescaled_normalized"),
+                                        (("resize", _planted_no_antialias), "resized")])
+def test_a_planted_torchvision_bug_fails_its_own_golden(monkeypatch, bug, stage):
+    """Against its own golden any difference is a failure, found at the stage that has the bug,
+    whether the case is the torchvision golden itself or the PIL golden of the same input."""
+    monkeypatch.setattr(parity_variants._Torchvision, *bug)
+    rows, _, _ = image_rows(case_of("tv_photo_chelsea"), "torchvision", "float32")
+    first = first_failure(rows)
+    assert first is not None and first.stage == stage and first.max_abs > 0
+    runs = Session(case_of("photo_chelsea"), "tiny_b").interpolation(["torchvision"])
+    own = runs[-1]
+    assert own.kind == "own_golden" and first_failure(own.rows).stage == stage
+    assert "torchvision vs its own golden tv_photo_chelsea: NOT exact" in attribution_lines(runs)[-1]
+
+
+@pytest.mark.parametrize("name", [case.name for case in VIDEO_CASES])
+def test_video_case_port_transform_and_tower(name):
+    """A video golden: the port's video transform gives HF's outputs exactly and the port's float32
+    tower on them stays within the float32 tolerances."""
+    case = case_of(name)
+    runs = Session(case, "tiny_b").precision(["float32"], ["cpu"])
+    (run,) = runs
+    assert [r.stage for r in run.rows[:3]] == ["pixel_values_videos", "video_grid_thw", "second_per_grid_ts"]
+    assert all(r.max_abs == 0.0 for r in run.rows[:3])
+    assert first_failure(run.rows) is None and run.row("output") is not None
+    assert "image stages exact (0.0)" in attribution_lines(runs)[0]
+
+
+def test_video_case_exact_variant_through_the_float64_tower():
+    case = case_of("video_5_frames")
+    session = Session(case, "tiny_a")
+    runs = session.interpolation(["exact", "float"])
+    assert [(r.kind, r.variant) for r in runs] == [("interpolation", "exact")]
+    assert "float skipped" in session.notes[0]
+    assert runs[0].title == "interpolation only: the port's video transform -> tower in reference float64"
+    assert runs[0].row("pixel_values_videos").max_abs == 0.0
+    assert runs[0].row("output").rel <= DRIFT_BOUNDS["float64"]
+
+
+def test_a_planted_video_bug_is_caught():
+    """Padding with a black frame instead of repeating the last one (5 frames -> 6)."""
+    case = case_of("video_5_frames")
+    honest = video_transform(case.params)
+
+    def zero_padded(sample):
+        clip = np.asarray(sample["video"])
+        return honest({**sample, "video": np.concatenate([clip, np.zeros_like(clip[:1])])})
+
+    rows, _, _ = video_rows(case, transform=zero_padded)
+    first = first_failure(rows)
+    assert first is not None and first.stage == "pixel_values_videos" and first.max_abs > 1
+    assert {r.stage: r.max_abs for r in rows}["video_grid_thw"] == 0.0  # still grid_t 3
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--case", "tv_photo_coffee", "--interpolation", "exact,torchvision,pil"],
+     ["torchvision backend, no tower stored", "## pil resize vs its own golden `photo_coffee` (exact expected)",
+      BACKEND_DIFFERENCE, "image stages only"]),
+    (["--case", "photo_coffee", "--config", "tiny_b", "--interpolation", "torchvision", "--precision", "float32"],
+     ["## combined: torchvision resize -> torch_port float32 cpu", f"; {BACKEND_DIFFERENCE}",
+      "torchvision vs its own golden tv_photo_coffee: exact"]),
+    (["--case", "video_fps_sampling", "--config", "tiny_a"],
+     ["| `pixel_values_videos` | 32x1176 | 0 |", "| `second_per_grid_ts` | 1 | 0 |", "image stages exact (0.0)"]),
+])
+def test_command_torchvision_and_video(tmp_path, argv, expected):
+    import parity_report
+
+    out = tmp_path / "parity.md"
+    assert parity_report.main([*argv, "--device", "cpu", "--out", str(out), "--plot", ""]) == 0
+    text = out.read_text()
+    for piece in expected:
+        assert piece in text, piece
