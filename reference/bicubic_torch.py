@@ -96,16 +96,19 @@ def int16_coefficients(in_size, out_size):  # -> [out] int64, [out, ksize] int64
 
 
 def resample_axis(src, out_size, axis):  # uint8 [..., in, ...] -> uint8 [..., out_size, ...] along axis
-    """One pass, written as the kernel's loop: for each tap, add ``pixel * weight``."""
+    """One pass, written as the kernel's loop: for each tap, add ``pixel * weight`` (int32, as
+    torch accumulates)."""
     in_size = src.shape[axis]
     xmin, weights, p = int16_coefficients(in_size, out_size)
-    moved = np.moveaxis(src, axis, -1).astype(np.int64)  # [..., in]
-    acc = np.full(moved.shape[:-1] + (out_size,), 1 << (p - 1), dtype=np.int64)  # [..., out], the rounding half
+    along = [1] * src.ndim
+    along[axis] = out_size  # a weight per output index, broadcast over the other axes
+    out_shape = list(src.shape)
+    out_shape[axis] = out_size
+    acc = np.full(out_shape, 1 << (p - 1), dtype=np.int32)  # the rounding half
     for k in range(weights.shape[1]):
         idx = np.minimum(xmin + k, in_size - 1)  # dead taps have weight 0
-        acc += moved[..., idx] * weights[:, k]
-    out = np.clip(acc >> p, 0, 255).astype(np.uint8)
-    return np.moveaxis(out, -1, axis)
+        acc += np.take(src, idx, axis=axis) * weights[:, k].astype(np.int32).reshape(along)
+    return np.clip(acc >> p, 0, 255).astype(np.uint8)
 
 
 def resize_bicubic_torch(image, height, width):  # uint8 [H, W(, C)] -> uint8 [height, width(, C)]
