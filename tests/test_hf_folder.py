@@ -138,3 +138,43 @@ def test_token_id_disagreement_named(folder, tmp_path):
 def test_missing_folder_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         torch_port.load_hf_model_checkpoint(tmp_path / "nowhere")
+
+
+# preprocessor fields other than HF's defaults; the transform must then equal HF's processor of the folder
+PROCESSOR_OPTIONS = {
+    "no_normalize": {"do_normalize": False, "rescale_factor": 1 / 128, "do_convert_rgb": False},
+    "no_resize_no_rescale": {"do_resize": False, "do_rescale": False, "image_mean": [120.0, 110.0, 100.0],
+                             "image_std": [60.0, 65.0, 70.0]},
+}
+
+
+@pytest.mark.parametrize("backend", [None, "pil", "torchvision"])
+@pytest.mark.parametrize("options", sorted(PROCESSOR_OPTIONS))
+def test_folder_processor_options_match_hf(folder, tmp_path, options, backend):
+    import warnings
+
+    from transformers import AutoImageProcessor
+
+    path = _copy(folder, tmp_path)
+    config = json.loads((path / "preprocessor_config.json").read_text())
+    (path / "preprocessor_config.json").write_text(json.dumps({**config, **PROCESSOR_OPTIONS[options]}))
+    _, transform = torch_port.load_hf_model_checkpoint(path, dtype=torch.float32, backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = AutoImageProcessor.from_pretrained(path, **({} if backend is None else {"backend": backend}))
+    assert transform.image_transform.backend == (backend or "torchvision")  # HF's default with torchvision
+    image = PIL.Image.fromarray(np.random.default_rng(1).integers(0, 256, (56, 84, 3), dtype=np.uint8))
+    messages = [Message(role="user", content=[{"type": "image", "content": image}]),
+                Message(role="assistant", content="")]
+    got = transform({"messages": messages}, inference=True)["encoder_input"]["image"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = hf(images=[image], return_tensors="pt")
+    assert torch.equal(got["grid_thw"], want["image_grid_thw"])
+    assert got["pixel_values"].dtype == want["pixel_values"].dtype == torch.float32
+    assert torch.equal(got["pixel_values"], want["pixel_values"])
+
+
+def test_folder_backend_refused_by_name(folder):
+    with pytest.raises(ValueError, match="backend must be None or one of .*'cv2'"):
+        torch_port.load_hf_model_checkpoint(folder, backend="cv2")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ._checkpoint import _PICKLE_SUFFIXES, _read_json, _transform_kwargs
+from ._checkpoint import _PICKLE_SUFFIXES, _read_json, _transform_kwargs, default_backend
 from ._config import encoder_kwargs
 from ._model_loading import load_hf_model
 from ._model_transform import Qwen2_5_VLTransform
@@ -28,9 +28,6 @@ __all__ = ["load_hf_model_checkpoint"]
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
 INDEX = "model.safetensors.index.json"
-# preprocessor flags the model transform always applies (HF's defaults); other values are refused
-_FIXED_FLAGS = {"do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-                "do_convert_rgb": True}
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -88,7 +85,8 @@ def _special_tokens_path(folder: Path) -> str | None:
     return None
 
 
-def load_hf_model_checkpoint(path, dtype: torch.dtype = torch.bfloat16, device="cpu"):
+def load_hf_model_checkpoint(path, dtype: torch.dtype = torch.bfloat16, device="cpu", *,
+                             backend: str | None = None):
     """An HF Qwen2.5-VL folder -> ``(Qwen2_5_VLEarlyFusionModel, Qwen2_5_VLTransform)``.
 
     Args:
@@ -96,10 +94,15 @@ def load_hf_model_checkpoint(path, dtype: torch.dtype = torch.bfloat16, device="
         dtype (torch.dtype): parameter dtype (bfloat16, the released weights' dtype); the transform
             returns pixel values in this dtype too.
         device: parameter device.
+        backend (str | None): the image transform's backend. None: what HF's
+            ``AutoImageProcessor.from_pretrained(folder)`` picks, "torchvision" when it is
+            installed, else "pil" (``default_backend``). "pil" / "torchvision": that backend.
 
     Returns:
         tuple: the model (eval mode) and the transform (images and videos with the folder's
-        preprocessor settings, the vision config's ``tokens_per_second``).
+        preprocessor settings, every field HF's image processor reads - ``do_resize``,
+        ``do_rescale``, ``rescale_factor``, ``do_normalize``, ``do_convert_rgb`` included - and
+        the vision config's ``tokens_per_second``).
 
     Raises:
         FileNotFoundError: a missing folder, config, tokenizer file or shard.
@@ -107,6 +110,10 @@ def load_hf_model_checkpoint(path, dtype: torch.dtype = torch.bfloat16, device="
             not fit (every missing / unexpected / misshaped key, non-finite tensors), token ids that
             disagree between config.json and the tokenizer.
     """
+    from ._transform import BACKENDS
+
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"load_hf_model_checkpoint: backend must be None or one of {BACKENDS}, got {backend!r}")
     folder = Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"checkpoint folder {folder} does not exist or is not a directory")
@@ -115,11 +122,6 @@ def load_hf_model_checkpoint(path, dtype: torch.dtype = torch.bfloat16, device="
     missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"tokenizer files {missing} not found in checkpoint folder {folder}")
-    for name, value in _FIXED_FLAGS.items():
-        got = processor.pop(name)
-        if got != value:
-            raise ValueError(f"preprocessor_config.json: {name}={got!r}; the model "
-                             f"transform implements only {name}={value!r}")
     vision = config.get("vision_config")
     if not isinstance(vision, dict):
         raise ValueError(f"{folder / 'config.json'} has no vision_config dict")
@@ -132,7 +134,8 @@ def load_hf_model_checkpoint(path, dtype: torch.dtype = torch.bfloat16, device="
 
     transform = Qwen2_5_VLTransform(
         str(folder / "vocab.json"), str(folder / "merges.txt"), _special_tokens_path(folder),
-        tokens_per_second=vision.get("tokens_per_second", 2), dtype=dtype, **processor,
+        tokens_per_second=vision.get("tokens_per_second", 2), dtype=dtype, backend=backend or default_backend(),
+        **processor,
     )
     for kind, field in (("image", "image_token_id"), ("video", "video_token_id")):
         model_id = int(config.get(field, 151655 if kind == "image" else 151656))

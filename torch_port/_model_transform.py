@@ -69,8 +69,10 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
             which include the vision tokens 151652-151656).
         max_seq_len (int | None): truncate each sample to this many tokens (see the module note).
         min_pixels, max_pixels, patch_size, merge_size, temporal_patch_size, image_mean, image_std,
-            dtype: options of :class:`Qwen2_5_VLImageTransform` (the image processor's settings);
-            ``dtype`` also applies to video pixel values.
+            dtype, backend, do_resize, do_rescale, rescale_factor, do_normalize, do_convert_rgb:
+            options of :class:`Qwen2_5_VLImageTransform` (the image processor's settings, HF's
+            meaning and defaults; ``backend`` "pil" or "torchvision"); ``dtype`` also applies to
+            video pixel values, the others to images only (videos take ``video_options``).
         video_options (Mapping | None): keyword arguments of :class:`Qwen2_5_VLVideoTransform`
             (its own pixel bounds, frame sampling); patching, mean and std default to the image ones.
         tokens_per_second (int | float): the vision config's temporal positions per second (videos).
@@ -103,6 +105,12 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
         image_mean: Sequence[float] = OPENAI_CLIP_MEAN,
         image_std: Sequence[float] = OPENAI_CLIP_STD,
         dtype: Optional[torch.dtype] = None,
+        backend: str = "pil",
+        do_resize: bool = True,
+        do_rescale: bool = True,
+        rescale_factor: float = 1 / 255,
+        do_normalize: bool = True,
+        do_convert_rgb: bool = True,
         video_options: Optional[Mapping[str, Any]] = None,
         tokens_per_second=2,
         system_prompt: Optional[str] = DEFAULT_SYSTEM_PROMPT,
@@ -132,6 +140,12 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
             image_mean=image_mean,
             image_std=image_std,
             dtype=dtype,
+            backend=backend,
+            do_resize=do_resize,
+            do_rescale=do_rescale,
+            rescale_factor=rescale_factor,
+            do_normalize=do_normalize,
+            do_convert_rgb=do_convert_rgb,
         )
         self.video_transform = Qwen2_5_VLVideoTransform(**{
             "patch_size": patch_size, "merge_size": merge_size, "temporal_patch_size": temporal_patch_size,
