@@ -261,3 +261,35 @@ def test_expand_by_call_answers_a_449_processor_that_asks_the_image_processor_fo
 
     rows = hf_compat.expand_by_call(Processor(), ["x"], [[1, 4, 4]], [[2, 4, 6]], lambda t: [])
     assert rows == [[7] * (4 + 12)] and asked == [2]
+
+
+@pytest.mark.slow
+def test_torchvision_processor_adapters_on_the_installed_release():
+    import torch
+
+    cls = hf_compat.torchvision_image_processor_class()
+    assert cls.__name__ in ("Qwen2VLImageProcessor", "Qwen2VLImageProcessorFast")
+    processor = cls(min_pixels=56 * 56, max_pixels=28 * 28 * 16)
+    assert hf_compat.size_bounds(processor) == (56 * 56, 28 * 28 * 16)
+    image = np.random.default_rng(0).integers(0, 256, (50, 60, 3), dtype=np.uint8)
+    out = processor(images=[PIL.Image.fromarray(image)], return_tensors="pt")
+    assert out["image_grid_thw"].tolist() == [[1, 4, 4]]
+    resized = hf_compat.torchvision_resize(processor, torch.from_numpy(image).permute(2, 0, 1)[None])
+    assert resized.shape == (1, 3, 56, 56) and resized.dtype == torch.uint8
+    fused = hf_compat.torchvision_rescale_normalize(processor, resized)
+    mean, std = torch.tensor(processor.image_mean)[:, None, None], torch.tensor(processor.image_std)[:, None, None]
+    torch.testing.assert_close(fused[0], (resized[0] / 255.0 - mean) / std, rtol=0, atol=1e-5)
+    # the processor's own output is these values, patchified (the first patch: rows 0-13, columns 0-13)
+    torch.testing.assert_close(out["pixel_values"][0].reshape(3, 2, 14, 14)[:, 0], fused[0, :, :14, :14])
+
+
+@pytest.mark.slow
+def test_rope_index_and_video_classes_of_the_installed_release():
+    assert hf_compat.rope_index_class().__name__ in ("Qwen2_5_VLModel", "Qwen2_5_VLForConditionalGeneration")
+    from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
+
+    if hasattr(Qwen2_5_VLProcessor, "_process_videos"):
+        assert hf_compat.video_processor_class().__name__ == "Qwen2VLVideoProcessor"
+    else:
+        with pytest.raises(UnsupportedVersion, match="_process_videos"):
+            hf_compat.video_processor_class()
