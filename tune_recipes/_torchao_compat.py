@@ -5,6 +5,8 @@ torchtune 0.6.1's ``torchtune/training/quantization.py`` imports ``int4_weight_o
 0.17 no longer has them (they became config classes), so ``import torchtune.training`` - and so
 every stock recipe and torchtune's checkpointer module - fails with an ImportError. torchao 0.18
 removes ``torchao.dtypes.nf4tensor``, which the rest of torchtune needs, so no newer torchao helps.
+(torchao 0.15.0 still has both old names and ``nf4tensor``, checked in its wheel; 0.16.0 lacks the
+names. The project keeps the 0.17.0 pin its issue asks for and bridges the two names here.)
 
 ``install()`` puts two stand-ins under those names in ``torchao.quantization`` (no file of
 torchtune or torchao is changed). They are only called by torchtune's int4 / 8da4w quantizers
