@@ -12,116 +12,32 @@ model builder that reads the folder's config.json instead of the released sizes)
   step 2; the saved ``epoch_0`` folder loads in HF with logits equal to the trained model's;
 * ``lora_finetune_single_device`` (configs/qwen2_5_vl_3b_lora.yaml): the same with the merged
   weights, against the LoRA model rebuilt from the base weights + the saved adapter;
-* ``tune run --nproc_per_node 2 full_finetune_distributed`` (configs/qwen2_5_vl_7b_full.yaml,
-  ``device: cpu``, gloo): losses and saved weights equal to the single-process run on the same data.
+* the 2-process distributed runs are in tests/test_distributed.py (same folder: tests/recipe_fixtures.py).
 """
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("torchtune")
-from tune_recipes._torchao_compat import install as _install_torchao_compat  # noqa: E402
+from recipe_fixtures import (  # noqa: E402  (installs the torchao compat names before torchtune.training)
+    CONFIGS,
+    logged_losses as _losses,
+    parse_recipe_config as _parse,
+    recipe_overrides as _overrides,
+    stock_recipe_class as _recipe_class,
+    write_recipe_folder,
+)
 
-_install_torchao_compat()  # before anything imports torchtune.training (the checkpointer, the recipes)
-
-from checkpoint_folder import PREPROCESSOR_JSON  # noqa: E402
 from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, rel_error  # noqa: E402
-from hf_tiny_vl import TINY_VL_CONFIGS, config_dict  # noqa: E402
-from tiny_tokenizer import SPECIAL_IDS, hf_tiny_tokenizer, write_tiny_tokenizer  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
-VOCAB = 151680  # past the last Qwen special id (151664), so the transform's real ids fit
-QUESTIONS = ["What is in this image?", "Describe the picture."]
-ANSWERS = ["A red square.", "A cat and a dog."]
-
-
-def _tiny_hf_config(name: str) -> dict:
-    config = config_dict(name)
-    config.update(vocab_size=VOCAB, bos_token_id=SPECIAL_IDS["<|endoftext|>"],
-                  eos_token_id=SPECIAL_IDS["<|im_end|>"], pad_token_id=SPECIAL_IDS["<|endoftext|>"],
-                  vision_start_token_id=SPECIAL_IDS["<|vision_start|>"],
-                  vision_end_token_id=SPECIAL_IDS["<|vision_end|>"],
-                  image_token_id=SPECIAL_IDS["<|image_pad|>"], video_token_id=SPECIAL_IDS["<|video_pad|>"])
-    return config
+from tiny_tokenizer import SPECIAL_IDS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """(HF folder, dataset JSON, image folder): a tied tiny model, 3 safetensors shards, 4 samples."""
-    from PIL import Image
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    root = tmp_path_factory.mktemp("recipes")
-    folder = root / "Qwen2.5-VL-tiny"
-    torch.manual_seed(0)
-    config = Qwen2_5_VLConfig(**_tiny_hf_config("tied_gqa"))
-    model = Qwen2_5_VLForConditionalGeneration(config).float()
-    with torch.no_grad():  # hf_tiny_vl.hf_model's init: logits not all near zero
-        for name, p in model.named_parameters():
-            if "norm" in name or "ln_q" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            else:
-                p.copy_(torch.randn_like(p) * (0.1 if p.ndim == 1 else 0.2))
-    model.save_pretrained(folder, max_shard_size="15MB")
-    write_tiny_tokenizer(folder)
-    hf_tiny_tokenizer(folder).save_pretrained(folder)  # tokenizer.json: the special tokens' ids
-    write_tiny_tokenizer(folder)  # vocab.json + merges.txt as Qwen2_5_VLTransform reads them
-    (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_JSON))
-    data = root / "data"
-    (data / "images").mkdir(parents=True)
-    rng = torch.Generator().manual_seed(1)
-    samples = []
-    for k, (question, answer) in enumerate(zip(QUESTIONS, ANSWERS)):
-        pixels = torch.randint(0, 256, (56 + 28 * k, 56, 3), generator=rng, dtype=torch.uint8).numpy()
-        Image.fromarray(pixels).save(data / "images" / f"{k}.png")
-        samples.append({"conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
-                        "image": f"images/{k}.png"})
-    (data / "train.json").write_text(json.dumps(samples + samples))  # step 2 repeats step 1's batch
-    return folder, data / "train.json", data
-
-
-def _overrides(folder, data_json, data_dir, out_dir, *, model_component: str, lr: float = 2e-3) -> list[str]:
-    """What turns a project config into the tiny CPU run (everything else is the YAML's)."""
-    return [
-        f"model_dir={folder}", f"output_dir={out_dir}",
-        f"model._component_={model_component}", f"model.config={folder / 'config.json'}",
-        f"dataset.data_files={data_json}", f"dataset.image_dir={data_dir}",
-        "device=cpu", "dtype=fp32", "batch_size=2", "gradient_accumulation_steps=1", "epochs=1",
-        "max_steps_per_epoch=2", "shuffle=False", "seed=0", "compile=False",
-        f"optimizer.lr={lr}", "optimizer.weight_decay=0.0", "clip_grad_norm=null",
-        "enable_activation_checkpointing=False", "log_peak_memory_stats=False",
-    ]
-
-
-def _parse(config: Path, overrides: list[str]):
-    """The recipe's config as ``tune run`` builds it (torchtune's own parser and merge)."""
-    from torchtune.config._parse import TuneRecipeArgumentParser, _merge_yaml_and_cli_args
-
-    yaml_args, cli_args = TuneRecipeArgumentParser().parse_known_args(["--config", str(config), *overrides])
-    return _merge_yaml_and_cli_args(yaml_args, cli_args)
-
-
-def _recipe_class(recipe: str, name: str):
-    """A class of torchtune's stock recipe file (``tune run`` runs the same file; torchtune's
-    ``recipes`` folder refuses to be imported as a package)."""
-    import importlib.util
-
-    from tune_recipes import stock_recipe_path
-    from tune_recipes._torchao_compat import install
-
-    install()  # as tune_recipes.<recipe> does before running the stock file
-    path = stock_recipe_path(recipe)
-    spec = importlib.util.spec_from_file_location(f"_tune_recipe_{recipe}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)
+    return write_recipe_folder(tmp_path_factory.mktemp("recipes"))
 
 
 def _run_in_process(recipe_cls, cfg):
@@ -131,16 +47,6 @@ def _run_in_process(recipe_cls, cfg):
     recipe.train()
     recipe.cleanup()
     return recipe
-
-
-def _losses(log_dir: Path) -> list[float]:
-    """Per-step losses from the recipe's DiskLogger file (``Step N | loss:X lr:... ``)."""
-    (log_file,) = sorted(Path(log_dir).glob("log_*.txt"))
-    losses = []
-    for line in log_file.read_text().splitlines():
-        fields = dict(part.split(":", 1) for part in line.split("|", 1)[1].split() if ":" in part)
-        losses.append(float(fields["loss"]))
-    return losses
 
 
 def _sample_batch(folder, data_json, data_dir):

@@ -1,0 +1,110 @@
+"""2-process data-parallel training on CPU (gloo) equals the single-process run (tiny model, 2 steps).
+
+The tiny HF folder and dataset of tests/recipe_fixtures.py (4 samples, samples 2, 3 repeat 0, 1;
+global batch 2, so step 2 sees step 1's batch again after one AdamW step):
+
+* ``torchrun --nproc_per_node 2 -m tune_recipes.fsdp2_cpu``: the model loaded through the project's
+  checkpointer, sharded with FSDP2 ``fully_shard`` (torchtune's ``shard_model``: every decoder
+  layer, every vision block, the root), torchtune's ``CEWithChunkedOutputLoss``, one sample per rank:
+  both ranks log the same losses, equal to ``train_steps`` in this process (one process, batch 2,
+  no sharding) within DISTRIBUTED_LOSS_VS_SINGLE_BOUND, and the loss falls on the repeated batch;
+* torchtune's stock ``full_finetune_distributed`` (``python -m tune_recipes run --nproc_per_node 2
+  tune_recipes/full_finetune_distributed_cpu.py``, the 7B full config with the tiny overrides and
+  ``batch_size=1`` per rank) after the runtime CPU workaround of tune_recipes/_cpu_workarounds.py:
+  its logged losses equal the stock ``full_finetune_single_device`` run (batch 2) on the same data.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torchtune")
+import recipe_fixtures as rf  # noqa: E402  (installs the torchao compat names first)
+from goldenlib.tolerances import DISTRIBUTED_LOSS_VS_SINGLE_BOUND  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    """A port for torchrun's rendezvous (its default 29500 may be taken by another run)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(args: list[str], log: Path) -> None:
+    """Run a launcher from the project root; on failure show the end of its output."""
+    env = {**os.environ, "PYTHONPATH": str(rf.ROOT)}
+    env.pop("WORLD_SIZE", None)
+    with open(log, "w") as out:
+        proc = subprocess.run([sys.executable, *args], cwd=rf.ROOT, env=env, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=240)
+    assert proc.returncode == 0, f"{args[:6]} exited {proc.returncode}:\n" + log.read_text()[-6000:]
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / abs(b)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return rf.write_recipe_folder(tmp_path_factory.mktemp("distributed"))
+
+
+def test_fsdp2_two_cpu_processes_match_one(tiny, tmp_path):
+    from tune_recipes.fsdp2_cpu import train_steps
+
+    folder, data_json, data_dir = tiny
+    out = tmp_path / "fsdp2"
+    _run(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+          "-m", "tune_recipes.fsdp2_cpu", "--model-dir", str(folder), "--data-files", str(data_json),
+          "--image-dir", str(data_dir), "--out", str(out), "--steps", "2", "--batch-size", "2"],
+         tmp_path / "torchrun.log")
+    ranks = [json.loads((out / f"losses_rank{r}.json").read_text()) for r in (0, 1)]
+    single_stats = {}
+    single = train_steps(folder, str(data_json), str(data_dir), steps=2, batch_size=2, lr=2e-3, stats=single_stats)
+    print(f"FSDP2 rank 0 {ranks[0]['losses']}, rank 1 {ranks[1]['losses']}, one process {single}")
+    assert all(r["world_size"] == 2 for r in ranks)
+    # really sharded: 2 decoder layers + 2 vision blocks + the root, each rank holding part of the weights
+    assert [r["fsdp_modules"] for r in ranks] == [5, 5]
+    assert all(r["full_numel"] == single_stats["full_numel"] for r in ranks)
+    assert sum(r["local_numel"] for r in ranks) == single_stats["full_numel"]
+    assert all(r["local_numel"] < r["full_numel"] for r in ranks)
+    assert ranks[0]["losses"] == ranks[1]["losses"]  # the all-reduced loss: the ranks must agree exactly
+    for step, (dist_loss, one_loss) in enumerate(zip(ranks[0]["losses"], single), 1):
+        print(f"step {step}: FSDP2 vs one process, loss rel diff {_rel(dist_loss, one_loss):.3g}")
+        assert _rel(dist_loss, one_loss) <= DISTRIBUTED_LOSS_VS_SINGLE_BOUND
+    assert ranks[0]["losses"][1] < ranks[0]["losses"][0]  # the same batch again after one AdamW step
+
+
+def test_stock_full_finetune_distributed_on_cpu_with_workaround(tiny, tmp_path):
+    folder, data_json, data_dir = tiny
+    # the single-process reference: the stock single-device recipe, batch 2, same data and steps
+    single_cfg = rf.parse_recipe_config(rf.CONFIGS / "qwen2_5_vl_3b_full.yaml", rf.recipe_overrides(
+        folder, data_json, data_dir, tmp_path / "single", model_component="torch_port.qwen2_5_vl_from_hf_config"))
+    recipe = rf.stock_recipe_class("full_finetune_single_device", "FullFinetuneRecipeSingleDevice")(cfg=single_cfg)
+    recipe.setup(cfg=single_cfg)
+    recipe.train()
+    recipe.cleanup()
+    single = rf.logged_losses(tmp_path / "single" / "logs")
+
+    dist_out = tmp_path / "dist"
+    overrides = rf.recipe_overrides(folder, data_json, data_dir, dist_out,
+                                    model_component="torch_port.qwen2_5_vl_from_hf_config")
+    overrides = [o for o in overrides if not o.startswith("batch_size=")] + ["batch_size=1"]  # per rank
+    _run(["-m", "tune_recipes", "run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+          "tune_recipes/full_finetune_distributed_cpu.py", "--config", str(rf.CONFIGS / "qwen2_5_vl_7b_full.yaml"),
+          *overrides], tmp_path / "tune_run.log")
+    dist = rf.logged_losses(dist_out / "logs")
+    print(f"stock full_finetune_distributed (2 CPU ranks) {dist}, full_finetune_single_device {single}")
+    assert len(dist) == len(single) == 2
+    for step, (dist_loss, one_loss) in enumerate(zip(dist, single), 1):
+        print(f"step {step}: stock distributed vs single device, loss rel diff {_rel(dist_loss, one_loss):.3g}")
+        assert _rel(dist_loss, one_loss) <= DISTRIBUTED_LOSS_VS_SINGLE_BOUND
+    assert dist[1] < dist[0]
+    assert (dist_out / "epoch_0" / "model.safetensors.index.json").is_file()  # rank 0 gathered and saved
