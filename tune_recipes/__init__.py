@@ -8,6 +8,9 @@ installs the compatibility names and then runs torchtune's own recipe file as ``
 
     tune run tune_recipes.full_finetune_single_device --config configs/qwen2_5_vl_3b_full.yaml
     PYTHONPATH=. tune run --nproc_per_node 2 tune_recipes.full_finetune_distributed --config configs/qwen2_5_vl_7b_full.yaml
+
+On CPU processes: ``full_finetune_distributed_cpu`` (the stock recipe after the runtime workaround of
+``_cpu_workarounds``) and ``fsdp2_cpu`` (FSDP2 data-parallel training without the recipe).
 """
 
 import runpy
