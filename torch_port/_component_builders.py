@@ -188,8 +188,6 @@ def qwen2_5_vl_decoder(
     """
     from torchtune.models.qwen2._component_builders import qwen2
 
-    from ._mrope import Qwen2_5_VLRotaryPositionalEmbeddings
-
     if embed_dim % num_heads:
         raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
     if num_heads % num_kv_heads:
@@ -206,14 +204,27 @@ def qwen2_5_vl_decoder(
         rope_base=rope_base,
         tie_word_embeddings=tie_word_embeddings,
     )
-    rope = Qwen2_5_VLRotaryPositionalEmbeddings(
-        embed_dim // num_heads, mrope_section, base=rope_base, max_seq_len=max_seq_len
-    )
+    return as_qwen2_5_vl_decoder(decoder, head_dim=embed_dim // num_heads, mrope_section=mrope_section,
+                                 rope_base=rope_base, max_seq_len=max_seq_len, norm_eps=norm_eps)
+
+
+def as_qwen2_5_vl_decoder(decoder, *, head_dim: int, mrope_section, rope_base: float, max_seq_len: int,
+                          norm_eps: float):
+    """Make a torchtune Qwen2 decoder (``qwen2`` or ``lora_qwen2``) compute what HF's Qwen2.5-VL text
+    model computes, in place; the state-dict keys do not change. Returns the decoder.
+
+    * one ``Qwen2_5_VLRotaryPositionalEmbeddings`` shared by every layer (mRoPE, [3, b, s] positions);
+    * HF's RMSNorm: torchtune's multiplies the float32 normal by the (bf16) scale in float32, one
+      rounding, and F.rms_norm warns on the dtype mix; HF's Qwen2_5_VLRMSNorm casts back first and
+      multiplies in the model dtype (same parameter name, ``scale``);
+    * the output projection run once, then chunked (see :func:`_output_then_chunk`).
+    """
+    from ._mrope import Qwen2_5_VLRotaryPositionalEmbeddings
+
+    embed_dim = decoder.norm.scale.shape[0]
+    rope = Qwen2_5_VLRotaryPositionalEmbeddings(head_dim, mrope_section, base=rope_base, max_seq_len=max_seq_len)
     for layer in decoder.layers:
-        layer.attn.pos_embeddings = rope  # one module shared by every layer, as qwen2 does
-        # torchtune's RMSNorm multiplies the float32 normal by the (bf16) scale in float32, one
-        # rounding, and F.rms_norm warns on the dtype mix; HF's Qwen2_5_VLRMSNorm casts back first
-        # and multiplies in the model dtype. Same parameter name (scale), so the keys do not change.
+        layer.attn.pos_embeddings = rope
         layer.sa_norm = Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps)
         layer.mlp_norm = Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps)
     decoder.norm = Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps)

@@ -13,6 +13,7 @@ vector and NF4 weights would need their own checkpoint handling).
 
 from typing import List, Union
 
+from ._component_builders import as_qwen2_5_vl_decoder
 from ._encoder import Qwen2_5_VisionEncoder
 from ._model_builders import _released_vision_encoder
 
@@ -72,7 +73,6 @@ def lora_qwen2_5_vl(
     from torchtune.models.qwen2._component_builders import lora_qwen2
 
     from ._fusion import Qwen2_5_VLEarlyFusionModel
-    from ._mrope import Qwen2_5_VLRotaryPositionalEmbeddings
 
     unknown = sorted(set(lora_attn_modules) - set(LORA_ATTN_MODULES))
     if unknown or not lora_attn_modules:
@@ -94,11 +94,9 @@ def lora_qwen2_5_vl(
         rope_base=rope_base, tie_word_embeddings=tie_word_embeddings,
         lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
     )
-    rope = Qwen2_5_VLRotaryPositionalEmbeddings(
-        embed_dim // num_heads, mrope_section, base=rope_base, max_seq_len=max_seq_len
-    )
-    for layer in decoder.layers:
-        layer.attn.pos_embeddings = rope  # lora_qwen2 builds a 1-D rotary per layer: one mRoPE for all
+    # lora_qwen2 builds a 1-D rotary per layer and torchtune's norms: the same wiring as qwen2_5_vl's
+    decoder = as_qwen2_5_vl_decoder(decoder, head_dim=embed_dim // num_heads, mrope_section=mrope_section,
+                                    rope_base=rope_base, max_seq_len=max_seq_len, norm_eps=norm_eps)
     return Qwen2_5_VLEarlyFusionModel(
         decoder, encoder, image_token_id=image_token_id, video_token_id=video_token_id,
         decoder_trainable=True, encoder_trainable=encoder_trainable,
