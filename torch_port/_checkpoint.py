@@ -48,24 +48,33 @@ def _build(config, state_dict: dict, *, dtype: torch.dtype, device, copy: bool) 
         encoder = qwen2_5_vision_encoder(**kwargs)
 
     converted, origin, problems = _hf_to_tune(state_dict)
-    expected = encoder.state_dict()
+    load_checked(encoder, converted, origin, problems, hf_name=_hf_name, what="HF vision state dict",
+                 dtype=dtype, device=device, copy=copy)
+    return encoder.eval()
+
+
+def load_checked(module, converted: dict, origin: dict, problems: list, *, hf_name, what: str,
+                 dtype: torch.dtype, device, copy: bool) -> None:
+    """Load ``converted`` (port keys -> tensors) into ``module`` (built on meta) after checking it.
+
+    Every missing, misshaped and unexpected key (plus the caller's ``problems``) goes into one
+    ValueError, non-finite tensors into another (:func:`check_finite`), each named by the key it
+    came from (``origin``: port key -> source key; ``hf_name``: port key -> HF name, for missing
+    ones). Parameters are cast to ``dtype`` on ``device`` and assigned.
+    """
+    expected = module.state_dict()
     for key, value in expected.items():
         if key not in converted:
-            problems.append(f"missing key {_hf_name(key)!r} (as {key!r})")
+            problems.append(f"missing key {key!r} (HF {hf_name(key)!r})")
         elif tuple(converted[key].shape) != tuple(value.shape):
-            problems.append(
-                f"shape mismatch for {origin[key]!r}: got {tuple(converted[key].shape)}, "
-                f"expected {tuple(value.shape)} (as {key!r})"
-            )
-    problems += [f"unexpected vision key {origin[k]!r}" for k in converted if k not in expected]
+            problems.append(f"shape mismatch for {origin[key]!r}: got {tuple(converted[key].shape)}, "
+                            f"expected {tuple(value.shape)} (as {key!r})")
+    problems += [f"unexpected key {origin[k]!r} (as {k!r})" for k in converted if k not in expected]
     if problems:
-        raise ValueError(
-            f"HF vision state dict does not fit the config ({len(problems)} problems):\n  " + "\n  ".join(problems)
-        )
+        raise ValueError(f"{what} does not fit the config ({len(problems)} problems):\n  " + "\n  ".join(problems))
     check_finite({origin[k]: v for k, v in converted.items()})
     params = {k: v.detach().to(device=device, dtype=dtype, copy=copy) for k, v in converted.items()}
-    encoder.load_state_dict(params, strict=True, assign=True)
-    return encoder.eval()
+    module.load_state_dict(params, strict=True, assign=True)
 
 
 def load_hf_vision(

@@ -26,7 +26,7 @@ Rules (every error names the field and value):
 
 import torch
 
-from ._checkpoint import check_finite
+from ._checkpoint import load_checked
 from ._component_builders import qwen2_5_vision_encoder, qwen2_5_vl
 from ._config import encoder_kwargs
 from ._convert_weights import _DECODER, _OUTPUT, qwen2_5_vl_hf_to_tune_with_origin
@@ -159,7 +159,6 @@ def load_hf_model(
         model = qwen2_5_vl(encoder=qwen2_5_vision_encoder(**encoder_kwargs(config["vision_config"])), **kwargs)
 
     converted, origin = qwen2_5_vl_hf_to_tune_with_origin(state_dict)
-    expected = model.state_dict()
     problems = []
     output_key = _DECODER + _OUTPUT
     if kwargs["tie_word_embeddings"] and output_key in converted:
@@ -168,20 +167,8 @@ def load_hf_model(
         if embed is None or head.shape != embed.shape or not torch.equal(head, embed):
             problems.append(f"{origin[output_key]!r} differs from the token embedding in a tied model "
                             "(tie_word_embeddings is true)")
-    for key, value in expected.items():
-        if key not in converted:
-            problems.append(f"missing key {key!r} (HF {_hf_name(key)!r})")
-        elif tuple(converted[key].shape) != tuple(value.shape):
-            problems.append(f"shape mismatch for {origin[key]!r}: got {tuple(converted[key].shape)}, "
-                            f"expected {tuple(value.shape)}")
-    problems += [f"unexpected key {origin[k]!r} (as {k!r})" for k in converted if k not in expected]
-    if problems:
-        raise ValueError(
-            f"HF state dict does not fit the config ({len(problems)} problems):\n  " + "\n  ".join(problems)
-        )
-    check_finite({origin[k]: v for k, v in converted.items()})
-    params = {k: v.detach().to(device=device, dtype=dtype, copy=True) for k, v in converted.items()}
-    model.load_state_dict(params, strict=True, assign=True)
+    load_checked(model, converted, origin, problems, hf_name=_hf_name, what="HF state dict", dtype=dtype,
+                 device=device, copy=True)
     # non-persistent buffers (the mRoPE tables) were built on meta: rebuild them where the weights are
     for module in model.modules():
         if hasattr(module, "rope_init") and any(b.is_meta for b in module.buffers(recurse=False)):
