@@ -121,21 +121,25 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _vision_weight_files(folder: Path) -> list[Path]:
-    """The safetensors files holding the vision weights (only those, for a sharded checkpoint)."""
+def weight_files(folder: Path, *, keep=None, what: str = "weights", any_name: bool = False) -> list[Path]:
+    """The safetensors files of a checkpoint folder: the shards its ``model.safetensors.index.json``
+    names (only those holding a key ``keep`` accepts), else ``model.safetensors``, else (with
+    ``any_name``) every ``*.safetensors``. A folder of pickle files only is refused."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = _read_json(index).get("weight_map", {})
-        names = sorted({name for key, name in weight_map.items() if is_hf_vision_key(key)})
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ValueError(f"{index} has no 'weight_map' (tensor name -> shard file)")
+        names = sorted({name for key, name in weight_map.items() if keep is None or keep(key)})
         if not names:
-            raise ValueError(f"{index} lists no vision weights (keys under 'visual.' or 'model.visual.')")
+            raise ValueError(f"{index} lists no {what}")
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise FileNotFoundError(f"shards listed in {index.name} are missing from {folder}: {missing}")
         return [folder / n for n in names]
     if (folder / "model.safetensors").is_file():
         return [folder / "model.safetensors"]
-    others = sorted(folder.glob("*.safetensors"))
+    others = sorted(folder.glob("*.safetensors")) if any_name else []
     if others:
         return others
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
@@ -148,19 +152,33 @@ def _vision_weight_files(folder: Path) -> list[Path]:
     raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {folder}")
 
 
-def _read_vision_tensors(folder: Path) -> dict[str, torch.Tensor]:
+def read_tensors(files: list[Path], *, keep=None) -> dict[str, torch.Tensor]:
+    """Every tensor (whose key ``keep`` accepts) of the safetensors ``files``; a key in two files,
+    or a file safetensors cannot read, is a ValueError naming the file."""
     from safetensors import safe_open
 
-    tensors = {}
-    for path in _vision_weight_files(folder):
+    tensors: dict[str, torch.Tensor] = {}
+    for path in files:
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 for key in f.keys():
-                    if is_hf_vision_key(key):
-                        tensors[key] = f.get_tensor(key)
+                    if keep is not None and not keep(key):
+                        continue
+                    if key in tensors:
+                        raise ValueError(f"tensor {key!r} appears in two shards (the second: {path.name})")
+                    tensors[key] = f.get_tensor(key)
+        except ValueError:
+            raise
         except Exception as e:  # safetensors raises its own SafetensorError (header, offsets, dtype)
             raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
     return tensors
+
+
+def _read_vision_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """The vision tensors of a checkpoint folder, read from just the shards that hold them."""
+    files = weight_files(folder, keep=is_hf_vision_key, any_name=True,
+                         what="vision weights (keys under 'visual.' or 'model.visual.')")
+    return read_tensors(files, keep=is_hf_vision_key)
 
 
 def check_finite(state_dict: dict[str, torch.Tensor]) -> None:

@@ -48,6 +48,7 @@ from torchtune.training.checkpointing._utils import (
 )
 from torchtune.utils import get_logger
 
+from ._checkpoint import weight_files
 from ._convert_weights import _DECODER, _OUTPUT, qwen2_5_vl_hf_to_tune, qwen2_5_vl_tune_to_hf
 
 __all__ = ["Qwen2_5_VLHFCheckpointer"]
@@ -135,12 +136,7 @@ class Qwen2_5_VLHFCheckpointer(_CheckpointerInterface):
             raise ValueError(f"only safetensors weights are read (no pickle files), got {bad}")
 
     def _files_from_folder(self) -> List[str]:
-        index = self._checkpoint_dir / SAFETENSOR_INDEX_FNAME
-        if index.is_file():
-            return sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        if (self._checkpoint_dir / "model.safetensors").is_file():
-            return ["model.safetensors"]
-        raise FileNotFoundError(f"{self._checkpoint_dir} has neither {SAFETENSOR_INDEX_FNAME} nor model.safetensors")
+        return [path.name for path in weight_files(self._checkpoint_dir)]
 
     @property
     def tied(self) -> bool:

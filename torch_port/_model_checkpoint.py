@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ._checkpoint import _PICKLE_SUFFIXES, _read_json, _transform_kwargs, default_backend
+from ._checkpoint import _read_json, _transform_kwargs, default_backend, read_tensors, weight_files
 from ._config import encoder_kwargs
 from ._model_loading import load_hf_model
 from ._model_transform import Qwen2_5_VLTransform
@@ -27,45 +27,6 @@ from ._model_transform import Qwen2_5_VLTransform
 __all__ = ["load_hf_model_checkpoint"]
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
-INDEX = "model.safetensors.index.json"
-
-
-def _weight_files(folder: Path) -> list[Path]:
-    index = folder / INDEX
-    if index.is_file():
-        weight_map = _read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise ValueError(f"{index} has no 'weight_map' (tensor name -> shard file)")
-        names = sorted(set(weight_map.values()))
-        missing = [n for n in names if not (folder / n).is_file()]
-        if missing:
-            raise FileNotFoundError(f"shards named in {INDEX} are missing from {folder}: {missing}")
-        return [folder / n for n in names]
-    if (folder / "model.safetensors").is_file():
-        return [folder / "model.safetensors"]
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
-    if pickles:
-        raise ValueError(f"{folder} holds pickle checkpoint files {pickles} and no safetensors weights; they are "
-                         "refused (unpickling can run arbitrary code): convert them to safetensors")
-    raise FileNotFoundError(f"no model.safetensors or {INDEX} in {folder}")
-
-
-def _read_weights(files: list[Path]) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
-    tensors: dict[str, torch.Tensor] = {}
-    for path in files:
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                for key in f.keys():
-                    if key in tensors:
-                        raise ValueError(f"tensor {key!r} appears in two shards (the second: {path.name})")
-                    tensors[key] = f.get_tensor(key)
-        except ValueError:
-            raise
-        except Exception as e:  # safetensors' own SafetensorError: header, offsets, dtype
-            raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
-    return tensors
 
 
 def _special_tokens_path(folder: Path) -> str | None:
@@ -143,5 +104,5 @@ def load_hf_model_checkpoint(path, dtype: torch.dtype = torch.bfloat16, device="
         if model_id != token_id:
             raise ValueError(f"config.json {field}={model_id} but the tokenizer's <|{kind}_pad|> is {token_id}")
 
-    model = load_hf_model(config, _read_weights(_weight_files(folder)), dtype=dtype, device=device)
+    model = load_hf_model(config, read_tensors(weight_files(folder)), dtype=dtype, device=device)
     return model, transform
