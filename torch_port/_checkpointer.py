@@ -49,7 +49,7 @@ from torchtune.training.checkpointing._utils import (
 from torchtune.utils import get_logger
 
 from ._checkpoint import weight_files
-from ._convert_weights import _DECODER, _OUTPUT, qwen2_5_vl_hf_to_tune, qwen2_5_vl_tune_to_hf
+from ._convert_weights import drop_tied_output, qwen2_5_vl_hf_to_tune, qwen2_5_vl_tune_to_hf
 
 __all__ = ["Qwen2_5_VLHFCheckpointer"]
 
@@ -157,12 +157,9 @@ class Qwen2_5_VLHFCheckpointer(_CheckpointerInterface):
             self._weight_map.update({key: f"{number:04}" for key in shard})
             merged.update(shard)
         model = qwen2_5_vl_hf_to_tune(merged)
-        output_key = _DECODER + _OUTPUT
-        if self.tied and output_key in model:
-            head = model.pop(output_key)
-            if not torch.equal(head, model.get(_DECODER + "tok_embeddings.weight", torch.empty(0))):
-                raise ValueError("lm_head.weight differs from the token embedding although "
-                                 f"{self._checkpoint_dir / 'config.json'} has tie_word_embeddings true")
+        if self.tied and not drop_tied_output(model):
+            raise ValueError("lm_head.weight differs from the token embedding although "
+                             f"{self._checkpoint_dir / 'config.json'} has tie_word_embeddings true")
         out: Dict[str, Any] = {training.MODEL_KEY: model}
         if self._adapter_checkpoint:
             out[training.ADAPTER_KEY] = safe_torch_load(self._adapter_checkpoint)

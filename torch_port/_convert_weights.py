@@ -266,6 +266,17 @@ def qwen2_5_vl_hf_to_tune_with_origin(state_dict: dict) -> tuple[dict, dict]:
     return out, origin
 
 
+def drop_tied_output(state_dict: dict[str, torch.Tensor]) -> bool:
+    """Remove ``decoder.output.weight`` from a converted state dict of a tied model (released tied
+    checkpoints may still carry ``lm_head.weight``). Returns whether it was absent or equal to the
+    token embedding; False means the checkpoint is not really tied."""
+    head = state_dict.pop(_DECODER + _OUTPUT, None)
+    if head is None:
+        return True
+    embed = state_dict.get(_DECODER + "tok_embeddings.weight")
+    return embed is not None and head.shape == embed.shape and bool(torch.equal(head, embed))
+
+
 def qwen2_5_vl_hf_to_tune(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Whole HF Qwen2.5-VL state dict -> state dict of ``qwen2_5_vl(...)`` (``Qwen2_5_VLEarlyFusionModel``).
 

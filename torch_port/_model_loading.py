@@ -29,7 +29,7 @@ import torch
 from ._checkpoint import load_checked
 from ._component_builders import qwen2_5_vision_encoder, qwen2_5_vl
 from ._config import encoder_kwargs
-from ._convert_weights import _DECODER, _OUTPUT, qwen2_5_vl_hf_to_tune_with_origin
+from ._convert_weights import _DECODER, _OUTPUT, drop_tied_output, qwen2_5_vl_hf_to_tune_with_origin
 
 __all__ = ["load_hf_model", "text_kwargs"]
 
@@ -160,13 +160,9 @@ def load_hf_model(
 
     converted, origin = qwen2_5_vl_hf_to_tune_with_origin(state_dict)
     problems = []
-    output_key = _DECODER + _OUTPUT
-    if kwargs["tie_word_embeddings"] and output_key in converted:
-        head = converted.pop(output_key)
-        embed = converted.get(_DECODER + "tok_embeddings.weight")
-        if embed is None or head.shape != embed.shape or not torch.equal(head, embed):
-            problems.append(f"{origin[output_key]!r} differs from the token embedding in a tied model "
-                            "(tie_word_embeddings is true)")
+    if kwargs["tie_word_embeddings"] and not drop_tied_output(converted):
+        problems.append(f"{origin[_DECODER + _OUTPUT]!r} differs from the token embedding in a tied model "
+                        "(tie_word_embeddings is true)")
     load_checked(model, converted, origin, problems, hf_name=_hf_name, what="HF state dict", dtype=dtype,
                  device=device, copy=True)
     # non-persistent buffers (the mRoPE tables) were built on meta: rebuild them where the weights are
