@@ -57,13 +57,21 @@ def write_checkpoint(folder, weights: dict, *, vision_config: dict = VISION_CONF
     tensors["model.language_model.layers.0.x"] = torch.arange(6, dtype=torch.int64)  # a dtype nobody reads
     if shards == 1:
         save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-        return tensors
+    else:
+        write_shards(folder, tensors, shards)
+    return tensors
+
+
+def write_shards(folder: Path, tensors: dict, shards: int) -> None:
+    """``tensors`` dealt round-robin (in their order) into ``shards`` files named as HF names them,
+    plus ``model.safetensors.index.json``."""
     names = list(tensors)
     weight_map = {}
     for s in range(shards):
         file = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
         part = {n: tensors[n] for n in names[s::shards]}
         save_file(part, str(folder / file), metadata={"format": "pt"})
-        weight_map.update({n: file for n in part})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return tensors
+        weight_map.update(dict.fromkeys(part, file))
+    total = sum(v.numel() * v.element_size() for v in tensors.values())
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))

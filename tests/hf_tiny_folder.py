@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
-from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers import Qwen2_5_VLForConditionalGeneration
 
-from hf_tiny_vl import config_dict
+from checkpoint_folder import write_shards
+from hf_tiny_vl import config_dict, random_hf_model
 from tiny_tokenizer import SPECIAL_IDS, tiny_vocab, write_tiny_tokenizer
 
 VOCAB = 151680
@@ -38,16 +38,8 @@ def folder_config() -> dict:
 
 def hf_folder_model(seed: int = 0) -> Qwen2_5_VLForConditionalGeneration:
     """The folder's model in float32, random weights scaled as in hf_tiny_vl.hf_model."""
-    torch.manual_seed(seed)
-    config = Qwen2_5_VLConfig(**folder_config())
-    config._attn_implementation = "eager"
-    model = Qwen2_5_VLForConditionalGeneration(config).float().eval()
+    model = random_hf_model(folder_config(), seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name or "ln_q" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            else:
-                p.copy_(torch.randn_like(p) * (0.1 if p.ndim == 1 else 0.2))
         # rows the tiny tokenizer has no token for are zero (tied: logit 0), so greedy decoding
         # picks ids the tokenizer can decode
         unused = torch.ones(VOCAB, dtype=torch.bool)
@@ -81,16 +73,7 @@ def write_hf_folder(folder, weights: dict[str, torch.Tensor] | None = None, *, l
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = hf_weights(layout) if weights is None else weights
-    keys = sorted(weights)
-    weight_map = {}
-    for k in range(shards):
-        name = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
-        part = {key: weights[key] for key in keys[k::shards]}
-        save_file(part, str(folder / name), metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(part, name))
-    total = sum(v.numel() * v.element_size() for v in weights.values())
-    (folder / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+    write_shards(folder, {key: weights[key] for key in sorted(weights)}, shards)
     (folder / "config.json").write_text(json.dumps(folder_config(), indent=1))
     (folder / "preprocessor_config.json").write_text(json.dumps({
         "min_pixels": 56 * 56, "max_pixels": MAX_PIXELS, "patch_size": 14, "merge_size": 2,

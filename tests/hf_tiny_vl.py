@@ -63,8 +63,13 @@ def config_dict(name: str) -> dict:
 def hf_model(name: str, seed: int = 0) -> Qwen2_5_VLForConditionalGeneration:
     """A random float32 HF model of a tiny config, eval mode, eager attention (weights scaled up
     from HF's 0.02 init so that the logits are not all near zero)."""
+    return random_hf_model(config_dict(name), seed)
+
+
+def random_hf_model(config: dict, seed: int = 0) -> Qwen2_5_VLForConditionalGeneration:
+    """``hf_model`` for any ``Qwen2_5_VLConfig`` keyword dict."""
     torch.manual_seed(seed)
-    config = Qwen2_5_VLConfig(**config_dict(name))
+    config = Qwen2_5_VLConfig(**config)
     config._attn_implementation = "eager"
     model = Qwen2_5_VLForConditionalGeneration(config).float().eval()
     with torch.no_grad():

@@ -15,7 +15,7 @@ from tune_recipes._torchao_compat import install as _install_torchao_compat
 _install_torchao_compat()
 
 from checkpoint_folder import PREPROCESSOR_JSON  # noqa: E402
-from hf_tiny_vl import config_dict  # noqa: E402
+from hf_tiny_vl import config_dict, random_hf_model  # noqa: E402
 from tiny_tokenizer import SPECIAL_IDS, hf_tiny_tokenizer, write_tiny_tokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,18 +41,9 @@ def write_recipe_folder(root: Path):
     shards, 4 samples (samples 2, 3 repeat 0, 1, so an unshuffled batch-2 run sees step 1's batch
     again at step 2)."""
     from PIL import Image
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     folder = root / "Qwen2.5-VL-tiny"
-    torch.manual_seed(0)
-    config = Qwen2_5_VLConfig(**tiny_hf_config("tied_gqa"))
-    model = Qwen2_5_VLForConditionalGeneration(config).float()
-    with torch.no_grad():  # hf_tiny_vl.hf_model's init: logits not all near zero
-        for name, p in model.named_parameters():
-            if "norm" in name or "ln_q" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            else:
-                p.copy_(torch.randn_like(p) * (0.1 if p.ndim == 1 else 0.2))
+    model = random_hf_model(tiny_hf_config("tied_gqa"), seed=0)  # hf_tiny_vl's init: logits not all near zero
     model.save_pretrained(folder, max_shard_size="15MB")
     write_tiny_tokenizer(folder)
     hf_tiny_tokenizer(folder).save_pretrained(folder)  # tokenizer.json: the special tokens' ids
