@@ -15,7 +15,7 @@ from typing import List, Union
 
 from ._component_builders import as_qwen2_5_vl_decoder
 from ._encoder import Qwen2_5_VisionEncoder
-from ._model_builders import _released_vision_encoder
+from ._model_builders import RELEASED_TEXT_COMMON, RELEASED_TEXT_SIZES, _released_vision_encoder
 
 __all__ = ["lora_qwen2_5_vl", "lora_qwen2_5_vl_3b", "lora_qwen2_5_vl_7b"]
 
@@ -103,12 +103,12 @@ def lora_qwen2_5_vl(
     )
 
 
-def _released_lora(lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, *, sizes: dict, **kwargs):
+def _released_lora(lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, *, size: str, **kwargs):
+    sizes = RELEASED_TEXT_SIZES[size]
     return lora_qwen2_5_vl(
         lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output,
-        encoder=_released_vision_encoder(sizes["embed_dim"]),
-        max_seq_len=kwargs.pop("max_seq_len", 32768), norm_eps=1e-6, rope_base=1_000_000.0,
-        mrope_section=(16, 24, 24), image_token_id=151655, video_token_id=151656, **sizes, **kwargs,
+        encoder=_released_vision_encoder(sizes["embed_dim"]), max_seq_len=kwargs.pop("max_seq_len", 32768),
+        **sizes, **RELEASED_TEXT_COMMON, **kwargs,
     )
 
 
@@ -125,9 +125,7 @@ def lora_qwen2_5_vl_3b(
 ):
     """LoRA Qwen2.5-VL-3B (tied embeddings: ``apply_lora_to_output`` must be False).
     ``kwargs``: ``max_seq_len``, ``encoder_trainable``."""
-    sizes = dict(num_layers=36, embed_dim=2048, num_heads=16, num_kv_heads=2, intermediate_dim=11008,
-                 vocab_size=151936, tie_word_embeddings=True)
-    return _released_lora(lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, sizes=sizes,
+    return _released_lora(lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, size="3b",
                           lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                           use_dora=use_dora, quantize_base=quantize_base, **kwargs)
 
@@ -144,8 +142,6 @@ def lora_qwen2_5_vl_7b(
     **kwargs,
 ):
     """LoRA Qwen2.5-VL-7B. ``kwargs``: ``max_seq_len``, ``encoder_trainable``."""
-    sizes = dict(num_layers=28, embed_dim=3584, num_heads=28, num_kv_heads=4, intermediate_dim=18944,
-                 vocab_size=152064, tie_word_embeddings=False)
-    return _released_lora(lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, sizes=sizes,
+    return _released_lora(lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, size="7b",
                           lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                           use_dora=use_dora, quantize_base=quantize_base, **kwargs)

@@ -83,47 +83,42 @@ def qwen2_5_vl_image_transform(**kwargs):
     return Qwen2_5_VLImageTransform(**kwargs)
 
 
-def _released_model(
-    *, num_layers, embed_dim, num_heads, num_kv_heads, intermediate_dim, vocab_size, tie_word_embeddings, **kwargs
-):
-    return qwen2_5_vl(
-        encoder=_released_vision_encoder(embed_dim),
-        vocab_size=vocab_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
-        embed_dim=embed_dim,
-        intermediate_dim=intermediate_dim,
-        max_seq_len=kwargs.pop("max_seq_len", 32768),
-        norm_eps=1e-6,
-        rope_base=1_000_000.0,
-        mrope_section=(16, 24, 24),
-        tie_word_embeddings=tie_word_embeddings,
-        image_token_id=151655,
-        video_token_id=151656,
-        **kwargs,
-    )
+# The text side of each release (HF config.json) and what they all share
+RELEASED_TEXT_SIZES = {
+    "3b": dict(num_layers=36, embed_dim=2048, num_heads=16, num_kv_heads=2, intermediate_dim=11008,
+               vocab_size=151936, tie_word_embeddings=True),
+    "7b": dict(num_layers=28, embed_dim=3584, num_heads=28, num_kv_heads=4, intermediate_dim=18944,
+               vocab_size=152064, tie_word_embeddings=False),
+    "32b": dict(num_layers=64, embed_dim=5120, num_heads=40, num_kv_heads=8, intermediate_dim=27648,
+                vocab_size=152064, tie_word_embeddings=False),
+    "72b": dict(num_layers=80, embed_dim=8192, num_heads=64, num_kv_heads=8, intermediate_dim=29568,
+                vocab_size=152064, tie_word_embeddings=False),
+}
+RELEASED_TEXT_COMMON = dict(norm_eps=1e-6, rope_base=1_000_000.0, mrope_section=(16, 24, 24),
+                            image_token_id=151655, video_token_id=151656)
+
+
+def _released_model(size: str, **kwargs):
+    sizes = RELEASED_TEXT_SIZES[size]
+    return qwen2_5_vl(encoder=_released_vision_encoder(sizes["embed_dim"]),
+                      max_seq_len=kwargs.pop("max_seq_len", 32768), **sizes, **RELEASED_TEXT_COMMON, **kwargs)
 
 
 def qwen2_5_vl_3b(**kwargs):
     """Qwen2.5-VL-3B (tied embeddings). ``kwargs``: ``max_seq_len``, ``decoder_trainable``, ``encoder_trainable``."""
-    return _released_model(num_layers=36, embed_dim=2048, num_heads=16, num_kv_heads=2, intermediate_dim=11008,
-                           vocab_size=151936, tie_word_embeddings=True, **kwargs)
+    return _released_model("3b", **kwargs)
 
 
 def qwen2_5_vl_7b(**kwargs):
     """Qwen2.5-VL-7B. ``kwargs``: ``max_seq_len``, ``decoder_trainable``, ``encoder_trainable``."""
-    return _released_model(num_layers=28, embed_dim=3584, num_heads=28, num_kv_heads=4, intermediate_dim=18944,
-                           vocab_size=152064, tie_word_embeddings=False, **kwargs)
+    return _released_model("7b", **kwargs)
 
 
 def qwen2_5_vl_32b(**kwargs):
     """Qwen2.5-VL-32B. ``kwargs``: ``max_seq_len``, ``decoder_trainable``, ``encoder_trainable``."""
-    return _released_model(num_layers=64, embed_dim=5120, num_heads=40, num_kv_heads=8, intermediate_dim=27648,
-                           vocab_size=152064, tie_word_embeddings=False, **kwargs)
+    return _released_model("32b", **kwargs)
 
 
 def qwen2_5_vl_72b(**kwargs):
     """Qwen2.5-VL-72B. ``kwargs``: ``max_seq_len``, ``decoder_trainable``, ``encoder_trainable``."""
-    return _released_model(num_layers=80, embed_dim=8192, num_heads=64, num_kv_heads=8, intermediate_dim=29568,
-                           vocab_size=152064, tie_word_embeddings=False, **kwargs)
+    return _released_model("72b", **kwargs)
