@@ -1,5 +1,7 @@
 """Goldens are replaced atomically, verified by sha256, and --check names a tampered stage."""
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -120,13 +122,20 @@ def _tamper(folder, case, stage, delta):
 
 
 def _check(folder, *cases):
-    args = [sys.executable, str(ROOT / "generate_golden.py"), "--check", "--golden-dir", str(folder)]
+    """``generate_golden.py --check --golden-dir folder --case ...``, run as the script's ``main`` in
+    this process (the killed-midway test above runs the script itself): its exit code and output."""
+    import generate_golden
+
+    args = ["--check", "--golden-dir", str(folder)]
     for case in cases:
         args += ["--case", case]
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = generate_golden.main(args)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
-@pytest.mark.slow  # subprocess
+@pytest.mark.slow  # runs the generator (HF cross-check)
 def test_check_passes_on_landed_goldens_and_names_a_tampered_stage(golden_copy):
     clean = _check(golden_copy, "noise")
     assert clean.returncode == 0, clean.stdout + clean.stderr
@@ -138,7 +147,7 @@ def test_check_passes_on_landed_goldens_and_names_a_tampered_stage(golden_copy):
     assert "first drift: case noise, stage tiny_a.blocks.2.output" in result.stdout
 
 
-@pytest.mark.slow  # subprocess
+@pytest.mark.slow  # runs the generator (HF cross-check)
 def test_check_names_a_changed_image_stage(golden_copy):
     _tamper(golden_copy, "gray", "normalized", np.float32(1e-6))
     result = _check(golden_copy, "gray")
@@ -146,7 +155,7 @@ def test_check_names_a_changed_image_stage(golden_copy):
     assert "first drift: case gray, stage normalized" in result.stdout
 
 
-@pytest.mark.slow  # subprocess
+@pytest.mark.slow  # runs the generator (HF cross-check)
 def test_check_names_a_changed_position_and_rotary_stage(golden_copy):
     clean = _check(golden_copy, "pos_image_video")
     assert clean.returncode == 0, clean.stdout + clean.stderr
