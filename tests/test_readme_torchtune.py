@@ -1,4 +1,4 @@
-"""The README's "Run Qwen2.5-VL in torchtune" lines, run exactly as written on the synthetic HF
+"""The "Run Qwen2.5-VL in torchtune" lines of docs/torchtune.md, run exactly as written on the synthetic HF
 folder (tests/hf_tiny_folder.py; only the folder path is substituted)."""
 
 import re
@@ -17,8 +17,8 @@ FOLDER = '"Qwen2.5-VL-3B-Instruct/"'
 
 
 def readme_lines() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert SECTION in text, f"README.md has no {SECTION!r} section"
+    text = (ROOT / "docs" / "torchtune.md").read_text(encoding="utf-8")
+    assert SECTION in text, f"docs/torchtune.md has no {SECTION!r} section"
     section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 1, f"expected one python block in the section, found {len(blocks)}"
@@ -31,7 +31,7 @@ def test_readme_torchtune_lines_run(tmp_path, monkeypatch):
     code = readme_lines().replace(FOLDER, repr(str(folder)))
     monkeypatch.chdir(ROOT)  # the image path is relative to the repository
     ns: dict = {}
-    exec(compile(code, "README.md (Run Qwen2.5-VL in torchtune)", "exec"), ns)
+    exec(compile(code, "docs/torchtune.md (Run Qwen2.5-VL in torchtune)", "exec"), ns)
     model, prompt, ids, loss = ns["model"], ns["prompt"], ns["ids"], ns["loss"]
     assert ids.shape[0] == 1 and prompt["tokens"].shape[1] < ids.shape[1] <= prompt["tokens"].shape[1] + 32
     assert torch.isfinite(loss) and loss.item() > 0
