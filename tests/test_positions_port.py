@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import random
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,6 +24,8 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
 )
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 
+from goldenlib import store
+from goldenlib.cases import POSITION_CASES
 from goldenlib.tolerances import (
     MROPE_PORT_BFLOAT16_VS_HF_BOUND,
     MROPE_PORT_FLOAT32_VS_GOLDEN_BOUND,
@@ -319,15 +320,11 @@ def test_rotary_bad_inputs():
 
 # ------------------------------------------------------------------ the positions goldens and the reference
 
-GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
-POSITION_GOLDENS = sorted(p.name for p in GOLDEN_DIR.glob("pos_*.safetensors"))
-
-
-@pytest.mark.parametrize("name", POSITION_GOLDENS or [pytest.param("none", marks=pytest.mark.skip("no pos_ goldens"))])
-def test_port_reproduces_the_positions_goldens(name):
-    from safetensors.torch import load_file
-
-    g = load_file(str(GOLDEN_DIR / name))
+@pytest.mark.parametrize("case", POSITION_CASES, ids=lambda c: c.name)
+def test_port_reproduces_the_positions_goldens(case):
+    # through the store: QWEN_VL_GOLDEN_DIR and the manifest's sha256 apply; a missing file fails
+    stored, _ = store.read_case(case.name)
+    g = {key: torch.from_numpy(value) for key, value in stored.items()}
     image_grid, video_grid = g.get("image_grid_thw"), g.get("video_grid_thw")
     ids, types = expand_vision_tokens(g["input_ids"], image_grid, video_grid)
     assert torch.equal(ids, g["expanded_input_ids"]) and torch.equal(types, g["mm_token_type_ids"])
