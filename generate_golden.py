@@ -1,9 +1,10 @@
 """Regenerate the goldens, cross-checked against the installed HF Transformers and Pillow.
 
-    uv run generate_golden.py            # rebuild golden/ (atomically) after cross-checking every case
+    uv run generate_golden.py            # recompute every case; rewrite only the goldens that moved
     uv run generate_golden.py --check    # recompute in memory, print the drift report, write nothing
     uv run generate_golden.py --check --report drift.md   # the report also to a file (never into golden/)
-    uv run generate_golden.py --case gray --no-full        # rebuild only these; every other golden is kept
+    uv run generate_golden.py --case gray --no-full        # recompute only these; every other golden is kept
+    uv run generate_golden.py --force gray                 # rewrite gray even if it reproduces (--force-all: all)
 
 Exit codes: 0 no drift (or written), 1 drift, or a case where HF differs from the reference or refuses
 the input (nothing written), 2 cannot check: the installed transformers is outside the supported range
@@ -15,9 +16,15 @@ Every stored case of the registry (``goldenlib.cases.CASES``) is computed by the
 (``goldenlib.build``), then compared stage by stage with HF (image stages must match exactly;
 tower stages within ``goldenlib.tolerances.HF_CROSSCHECK_BOUND``; the positions cases' ids, token
 types and mRoPE positions exactly, their cos/sin within ``POSITIONS_ROTARY_VS_HF_BOUND``). Nothing is written unless
-every case passes; golden/ is then replaced in one step. A partial run (``--case``, ``--no-full``)
-keeps every golden it does not rebuild, byte for byte with its manifest entry, and the manifest
-names what it skipped (``not_generated``) so readers say "not regenerated", not "tampered with".
+every case passes. Then only what moved is written (``goldenlib.rewrite``): a case whose every stage
+reproduces its golden within its drift bound (exact stages bit for bit) and whose metadata is the same
+but for ``versions`` keeps its file byte for byte; new cases, drifted ones and ``--force``'d ones are
+rewritten. ``CROSSCHECK.md`` is rewritten only with a golden or the verification record
+(``golden/VERIFIED.json``, ``goldenlib.verified``: what the goldens were last verified with), which a
+complete run rewrites only when a library version changed or it rewrote a golden. When anything moves,
+golden/ is replaced in one step; when nothing does, nothing is touched. A partial run (``--case``,
+``--no-full``) keeps every golden it does not recompute, byte for byte with its manifest entry, and the
+manifest names what it skipped (``not_generated``) so readers say "not regenerated", not "tampered with".
 """
 
 import argparse
@@ -31,7 +38,7 @@ import types
 
 from goldenlib import store
 from goldenlib.build import CrosscheckError, build_case, build_positions, build_weights, check_crosscheck
-from goldenlib.cases import CASES, TOWERS, stored_names, weights_case_name
+from goldenlib.cases import BY_NAME, CASES, TOWERS, stored_names, weights_case_name
 from goldenlib.drift import drift_table, report as drift_report, version_changes
 
 
@@ -143,6 +150,13 @@ def _versions():
     return versions()
 
 
+def _installed():
+    """What the drift header compares each golden's ``versions`` with (torchvision included)."""
+    import importlib.metadata as md
+
+    return {**_versions(), "torchvision": md.version("torchvision")}
+
+
 def summarize_crosscheck(report):
     """Worst relative error per (config, implementation, stage kind) over all cases."""
     worst = {}
@@ -235,6 +249,9 @@ def main(argv=None):
     parser.add_argument("--case", action="append", metavar="NAME",
                         help="only these cases (repeatable); a regeneration keeps every other golden as it is")
     parser.add_argument("--report", metavar="PATH", help="--check: also write the markdown report to PATH")
+    parser.add_argument("--force", action="append", metavar="NAME",
+                        help="rewrite this case even when it reproduces (repeatable; it must be among those built)")
+    parser.add_argument("--force-all", action="store_true", help="rewrite every case built, whether it moved or not")
     args = parser.parse_args(argv)
     folder = store.Path(args.golden_dir)
     only = set(args.case) if args.case else None
@@ -243,6 +260,15 @@ def main(argv=None):
         parser.error(f"unknown case(s) {sorted(only - known)}; known: {sorted(known)}")
     if args.report and not args.check:
         parser.error("--report goes with --check")
+    if (args.force or args.force_all) and args.check:
+        parser.error("--force / --force-all go with a regeneration, not --check")
+    for name in args.force or ():
+        if name not in known:
+            parser.error(f"--force: unknown case {name!r}; known: {sorted(known)}")
+        if only is not None and name not in only:
+            parser.error(f"--force {name}: not built by this run (add --case {name})")
+        if args.no_full and any(not TOWERS[tower].stored_weights for tower in getattr(BY_NAME.get(name), "towers", ())):
+            parser.error(f"--force {name}: --no-full skips it")
     from goldenlib import hf_compat
 
     try:
@@ -273,7 +299,7 @@ def _run(args, folder, only):
         rows = drift_table(cases, folder, complete=only is None and not args.no_full and not failures)
         text = "\n".join(["## HF cross-check (reference float64 vs HF float32)", "", table, "",
                           failures_report(failures), "",
-                          drift_report(rows, version_changes(folder, _versions()), show_all=args.all_stages)])
+                          drift_report(rows, version_changes(folder, _installed()), show_all=args.all_stages)])
         print(text)
         if args.report:
             store.Path(args.report).write_text(text + "\n")
@@ -283,27 +309,63 @@ def _run(args, folder, only):
         print(f"\nnothing written: {len(failures)} case(s) failed the HF cross-check", file=sys.stderr)
         return exit_code(failures)
 
+    return _write(args, folder, only, cases, report, table, start)
+
+
+def _write(args, folder, only, cases, report, table, start):
+    """Write what moved: each recomputed case whose stored golden reproduces keeps its bytes, the
+    others (and --force'd ones) are rewritten; nothing is touched when nothing moved."""
+    from goldenlib import verified
+    from goldenlib.rewrite import assess, within_bounds
+
     partial = only is not None or args.no_full
+    manifest = store.load_manifest(folder) if (folder / store.MANIFEST).is_file() else None
+    forced = set(cases) if args.force_all else set(args.force or ())
+    rewrite, rows = {}, []
+    for name, (tensors, metadata) in cases.items():
+        reason, case_rows = assess(name, tensors, metadata, folder, manifest)
+        rows += case_rows
+        if reason is None and name in forced:
+            reason = "forced (--force)"
+        if reason is not None:
+            rewrite[name] = reason
+            _log(f"{name:22s} rewrite: {reason}")
+    kept_built = sorted(set(cases) - set(rewrite))
     kept = kept_goldens(folder, set(cases), _log) if partial else []
+    kept += [(folder / f"{name}.safetensors", manifest["files"][f"{name}.safetensors"]) for name in kept_built]
     skipped = sorted(set(stored_names()) - set(cases) - {path.stem for path, _ in kept})
     why = "skipped by --no-full" if only is None else "not selected by --case"
+    dropped = sorted(set(manifest["files"]) - {path.name for path, _ in kept} - {f"{n}.safetensors" for n in cases}
+                     if manifest else [])
+    extra = {"versions": _manifest_versions(manifest, {name: cases[name][1] for name in rewrite})}
+    if skipped:
+        extra["not_generated"] = {f"{name}.safetensors": why for name in skipped}
+    old_record = verified.load(folder)
+    record_why = None if partial else verified.needs_update(old_record, rewrite)
+    manifest_moves = manifest is None or {k: v for k, v in manifest.items() if k != "files"} != {
+        "format_version": store.FORMAT_VERSION, **extra}
+    if not rewrite and not dropped and not manifest_moves and record_why is None:
+        print(f"nothing to write: all {len(cases)} recomputed goldens reproduce within their bounds (kept byte for "
+              f"byte), verification record current ({time.perf_counter() - start:.0f}s)")
+        return 0
     target = store.AtomicFolder(folder)
     try:
-        for name, (tensors, metadata) in cases.items():
-            store.write_case(target.path, name, tensors, metadata)
+        for name in rewrite:
+            store.write_case(target.path, name, *cases[name])
         for path, _ in kept:
             shutil.copy2(path, target.path / path.name)
-        crosscheck = "# HF cross-check of the tower goldens (generated)\n\n" + table + "\n"
-        if partial and (folder / "CROSSCHECK.md").is_file():  # the kept cases' table stays; this run's follows
-            crosscheck = ((folder / "CROSSCHECK.md").read_text() + f"\n## Rebuilt by a partial run: "
-                          f"{', '.join(sorted(cases))}\n\n" + table + "\n")
-        (target.path / "CROSSCHECK.md").write_text(crosscheck)
-        extra = {"versions": _versions()}
-        if skipped:
-            extra["not_generated"] = {f"{name}.safetensors": why for name in skipped}
-        manifest = store.write_manifest(target.path, extra=extra)
+        (target.path / "CROSSCHECK.md").write_text(_crosscheck_text(folder, partial, rewrite, report, table,
+                                                                    record_why is not None))
+        if record_why is not None:
+            _log(f"verification record: {record_why}")
+            verified.write(target.path, verified.record({
+                "cases": len(cases), "rewritten": dict(sorted(rewrite.items())), "kept": len(kept_built),
+                "within_bounds": within_bounds(rows)}))
+        elif (folder / verified.VERIFIED).is_file():
+            shutil.copy2(folder / verified.VERIFIED, target.path / verified.VERIFIED)
+        new_manifest = store.write_manifest(target.path, extra=extra)
         for path, entry in kept:  # copied byte for byte: the same manifest entry
-            if manifest["files"][path.name] != entry:
+            if new_manifest["files"][path.name] != entry:
                 raise RuntimeError(f"kept golden {path.name} changed while copying; nothing written")
         target.commit()
     except BaseException:
@@ -311,11 +373,39 @@ def _run(args, folder, only):
         raise
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     print(table)
-    print(f"\nwrote {len(cases)} golden files to {folder}, kept {len(kept)} ({size / 1e6:.1f} MB) "
-          f"in {time.perf_counter() - start:.0f}s")
+    print(f"\nrewrote {len(rewrite)} golden file(s) ({', '.join(sorted(rewrite)) or 'none'}), kept {len(kept)} byte "
+          f"for byte, in {folder} ({size / 1e6:.1f} MB) in {time.perf_counter() - start:.0f}s")
+    if dropped:
+        print(f"dropped (no case of goldenlib/cases.py writes them): {', '.join(dropped)}")
+    if record_why is not None:
+        print(f"verification record {verified.VERIFIED} rewritten: {record_why}")
     if skipped:
         print(f"not generated ({why}): {', '.join(skipped)}")
     return 0
+
+
+def _manifest_versions(manifest, rewritten):
+    """The manifest's ``versions``: what the goldens without their own ``versions`` metadata (the
+    weights) were written with. The old value stays unless such a golden is rewritten now."""
+    if manifest is None or "versions" not in manifest or any("versions" not in meta for meta in rewritten.values()):
+        return _versions()
+    return manifest["versions"]
+
+
+def _crosscheck_text(folder, partial, rewrite, report, table, record_moves):
+    """CROSSCHECK.md: the old text unless a golden is rewritten or the verification record moves.
+    A complete run's table covers every case; a partial one appends the rewritten cases' table."""
+    path = folder / "CROSSCHECK.md"
+    old = path.read_text() if path.is_file() else None
+    fresh = "# HF cross-check of the tower goldens (generated)\n\n" + table + "\n"
+    if old is None:
+        return fresh
+    if partial:
+        own = [entry for entry in report if entry[0] in rewrite]
+        if not own:
+            return old
+        return old + f"\n## Rebuilt by a partial run: {', '.join(sorted(rewrite))}\n\n" + crosscheck_table(own) + "\n"
+    return fresh if rewrite or record_moves else old
 
 
 if __name__ == "__main__":

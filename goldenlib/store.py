@@ -34,14 +34,27 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-def write_case(folder, name, tensors, metadata):
-    """Write ``name.safetensors``; metadata values that are not strings are JSON-encoded."""
+def encode_metadata(metadata):
+    """The header metadata ``write_case`` stores for ``metadata``: strings, JSON where structured."""
     header = {"format_version": FORMAT_VERSION}
     for key, value in metadata.items():
         header[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return header
+
+
+def write_case(folder, name, tensors, metadata):
+    """Write ``name.safetensors``; metadata values that are not strings are JSON-encoded."""
     path = Path(folder) / f"{name}.safetensors"
-    path.write_bytes(_safetensors_bytes(tensors, header))
+    path.write_bytes(_safetensors_bytes(tensors, encode_metadata(metadata)))
     return path
+
+
+def read_header(path):
+    """The header metadata of a golden file as stored (strings), without verifying it."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        return dict(handle.metadata() or {})
 
 
 _DTYPES = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
