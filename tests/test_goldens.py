@@ -154,13 +154,18 @@ def test_positions_inputs_are_the_stored_ones(case):
 
 @pytest.mark.parametrize("case", POSITION_CASES, ids=lambda c: c.name)
 def test_reference_reproduces_positions(case):
-    """Integers exactly, float64 cos/sin bit for bit (elementwise cos/sin: no BLAS in the way)."""
+    """Integers exactly; float64 cos/sin within the float64 reproduce bound: elementwise, no BLAS in
+    the way, but NumPy's cos/sin differ in the last bit between CPUs (SIMD kernels vs libm)."""
     stored, meta = store.read_case(case.name)
     tensors = position_goldens.run_reference(case)
     assert sorted(tensors) == sorted(stored)
     for key, value in tensors.items():
         assert stored[key].dtype == value.dtype, key
-        np.testing.assert_array_equal(stored[key], value, err_msg=f"{case.name}: {key}")
+        if key in position_goldens.ROTARY_STAGES:
+            np.testing.assert_allclose(value, stored[key], rtol=0, atol=GOLDEN_FLOAT64_REPRODUCE_BOUND,
+                                       err_msg=f"{case.name}: {key}")
+        else:
+            np.testing.assert_array_equal(stored[key], value, err_msg=f"{case.name}: {key}")
     assert stored["mrope_cos"].dtype == np.float64 and stored["position_ids"].dtype == np.int64
 
 
