@@ -271,8 +271,10 @@ def run_variant(name, case):
 
 def _exact_pixel_values(case, backend="pil"):
     """pixel_values and grid of the port's transform called as users call it (one image per call)."""
+    from torch_port._transform import _to_pil
+
     transform = _transform(case.params, backend)
-    outs = [transform({"image": np.ascontiguousarray(image)}) for image in case.images]
+    outs = [transform({"image": _to_pil(image)}) for image in case.images]  # what HF was given for the goldens
     pixel_values = np.concatenate([out["pixel_values"].numpy() for out in outs])
     grid_thw = np.concatenate([out["image_grid_thw"].numpy() for out in outs])
     return pixel_values, grid_thw

@@ -12,8 +12,9 @@ bit-equal. Read the plain ones to learn the model; benchmarks/run.py times both.
 * resize: each pass as banded float64 matrix products (exact: every product and partial sum is
   an integer below 2^53), output rows a strip at a time so both passes stay in cache;
 * preprocess: rescale and normalize depend only on a value's channel and uint8 level, so the
-  patches are gathered as uint8 and each value looked up in a [3, 256] table made by the plain
-  rescale and normalize themselves (`normalize_table`).
+  patches are gathered as uint8 and each value looked up in a [C, 256] table made by the plain
+  rescale and normalize themselves (`level_table`); the inputs are brought to uint8 [C, H, W] by
+  the plain form's own `image_inputs`, so both take the same images with the same errors.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ import numpy as np
 from .activations import ACTIVATIONS
 from .bicubic import _ONE, premultiply_alpha, resample_coefficients, unpremultiply_alpha, vertical_first
 from .bicubic_torch import int16_coefficients
-from .color import to_rgb
 from .image_inputs import prepare_images
-from .preprocess import (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, RESCALE_FACTOR, check_mean_std, normalize_table,
-                         rescale_normalize_torch)
+from .preprocess import (BACKENDS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, RESCALE_FACTOR, check_mean_std, normalize,
+                         rescale, rescale_normalize_torch, rescale_torch)
+from .preprocess import preprocess as plain_preprocess
 from .smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
-from .validate import check_images, check_resize
+from .validate import check_resize
 from . import vision
 from .vision import MAX_SCORES, apply_rotary, linear, query_rows, rms_norm
 
@@ -334,9 +335,9 @@ def resize_bicubic_torch(image, height, width):
 
 
 def patchify_levels(image, table, patch_size=14, merge_size=2, temporal_patch_size=2):
-    """uint8 [H, W, C] -> ([gh*gw, C*tp*p*p] float32, gh, gw), equal to
+    """uint8 [H, W, C] -> ([gh*gw, C*tp*p*p] of the table's dtype, gh, gw), equal to
     ``patchify(normalize(rescale(image.transpose(2, 0, 1)), mean, std), ...)`` with ``table =
-    normalize_table(mean, std)``.
+    normalize_table(mean, std)`` (and to the plain form of any steps ``level_table`` was made by).
 
     The patches are gathered while still uint8 (4x less data to move than float32), then each
     value is looked up in ``table`` once and the frame copied for the time axis, one row of
@@ -345,7 +346,7 @@ def patchify_levels(image, table, patch_size=14, merge_size=2, temporal_patch_si
     height, width, channels = image.shape
     gh, gw = height // patch_size, width // patch_size
     m, p, tp = merge_size, patch_size, temporal_patch_size
-    out = np.empty((gh // m, gw // m, m, m, channels, tp, p, p), np.float32)
+    out = np.empty((gh // m, gw // m, m, m, channels, tp, p, p), table.dtype)
     levels = np.empty((gw // m, m, m, channels, p, p), np.uint8)  # one row of merge blocks
     for row in range(gh // m):
         pixels = image[row * m * p:(row + 1) * m * p].reshape(m, p, gw // m, m, p, channels)
@@ -363,48 +364,66 @@ def torch_normalize_table(mean, std, factor=RESCALE_FACTOR):
     return np.ascontiguousarray(rescale_normalize_torch(levels, mean, std, factor)[:, 0, :])
 
 
-def _preprocess_torchvision(images, min_pixels, max_pixels, patch_size, merge_size, temporal_patch_size,
-                            image_mean, image_std):
-    """The torchvision backend: torch's resize as matrix products, the fused step as a lookup."""
-    chws, _ = prepare_images(images, backend="torchvision", do_convert_rgb=True, input_data_format=None)
-    check_mean_std(image_mean, image_std, 3)
-    table = torch_normalize_table(image_mean, image_std)  # [3, 256] float32
+def level_table(channels, *, backend, do_rescale, rescale_factor, do_normalize, image_mean, image_std):
+    """[C, 256]: what the plain preprocess's steps after the resize give for every uint8 level, per
+    channel, made by those very steps (each acts on a value alone) on an image holding every level
+    once. float32, or uint8 where the plain form keeps uint8 (torchvision, neither step)."""
+    x = np.broadcast_to(np.arange(256, dtype=np.uint8), (channels, 1, 256))  # [C, 1, 256]
+    if do_normalize:
+        check_mean_std(image_mean, image_std, channels)
+    if backend == "pil":
+        if do_rescale:
+            x = rescale(x, rescale_factor)
+        if do_normalize:
+            x = normalize(x, image_mean, image_std)
+        x = x.astype(np.float32, copy=False)
+    elif do_rescale and do_normalize:
+        x = rescale_normalize_torch(x, image_mean, image_std, rescale_factor)
+    elif do_rescale:
+        x = rescale_torch(x, rescale_factor)
+    elif do_normalize:
+        x = normalize(x, image_mean, image_std)
+    return np.ascontiguousarray(x[:, 0, :])
+
+
+def preprocess(images, *, backend="pil", do_resize=True, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS,
+               patch_size=14, merge_size=2, temporal_patch_size=2, do_rescale=True, rescale_factor=RESCALE_FACTOR,
+               do_normalize=True, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD, do_convert_rgb=True,
+               input_data_format=None, trace=None):
+    """preprocess.preprocess with the fast resize and the lookup-table patchify: the same arguments,
+    the same inputs (``image_inputs``: PIL, arrays HWC / CHW, tensors, lists, nested lists, 4-D
+    batches), the same checks and errors, the same bits. With a ``trace`` (which wants every stage)
+    it is the plain function."""
+    options = dict(backend=backend, do_resize=do_resize, min_pixels=min_pixels, max_pixels=max_pixels,
+                   patch_size=patch_size, merge_size=merge_size, temporal_patch_size=temporal_patch_size,
+                   do_rescale=do_rescale, rescale_factor=rescale_factor, do_normalize=do_normalize,
+                   image_mean=image_mean, image_std=image_std, do_convert_rgb=do_convert_rgb,
+                   input_data_format=input_data_format)
+    if trace is not None or backend not in BACKENDS:  # the plain form traces, and names a bad backend
+        return plain_preprocess(images, trace=trace, **options)
+    if do_rescale and (isinstance(rescale_factor, bool) or not isinstance(rescale_factor, (int, float))):
+        raise ValueError(f"preprocess: rescale_factor must be a number, got {rescale_factor!r}")
+    resize = resize_bicubic_torch if backend == "torchvision" else resize_bicubic
+    chws, _ = prepare_images(images, backend=backend, do_convert_rgb=do_convert_rgb,
+                             input_data_format=input_data_format)  # uint8 [C, H, W] each
+    factor = patch_size * merge_size
+    tables = {}  # channel count -> level table
     rows, grids = [], []
-    for chw in chws:  # uint8 [3, H, W]
-        height, width = smart_resize(chw.shape[1], chw.shape[2], patch_size * merge_size, min_pixels, max_pixels)
+    for index, chw in enumerate(chws):
         hwc = chw.transpose(1, 2, 0)  # a view: both steps below read it in place
-        if (height, width) != hwc.shape[:2]:
-            hwc = resize_bicubic_torch(hwc, height, width)
-        patches, gh, gw = patchify_levels(hwc, table, patch_size, merge_size, temporal_patch_size)
-        rows.append(patches)
-        grids.append([1, gh, gw])
-    return {"pixel_values": rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0),
-            "image_grid_thw": np.array(grids, dtype=np.int64)}
-
-
-def preprocess(images, *, backend="pil", min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=14,
-               merge_size=2, temporal_patch_size=2, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD,
-               trace=None):
-    """preprocess.preprocess with the fast resize and the lookup-table patchify, on either backend;
-    with a `trace` (which wants every stage) it is the plain function. HF's other options
-    (``do_resize``, ``do_rescale``, ...) are the plain function's only."""
-    if trace is not None or backend not in ("pil", "torchvision"):
-        from .preprocess import preprocess as plain
-
-        return plain(images, backend=backend, min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size,
-                     merge_size=merge_size, temporal_patch_size=temporal_patch_size, image_mean=image_mean,
-                     image_std=image_std, trace=trace)
-    if backend == "torchvision":
-        return _preprocess_torchvision(images, min_pixels, max_pixels, patch_size, merge_size,
-                                       temporal_patch_size, image_mean, image_std)
-    images = check_images(images)
-    table = normalize_table(image_mean, image_std)  # [3, 256] float32
-    rows, grids = [], []
-    for image in images:
-        rgb = to_rgb(image)
-        height, width = smart_resize(rgb.shape[0], rgb.shape[1], patch_size * merge_size, min_pixels, max_pixels)
-        patches, gh, gw = patchify_levels(resize_bicubic(rgb, height, width), table, patch_size, merge_size,
-                                          temporal_patch_size)
+        if do_resize:
+            height, width = smart_resize(chw.shape[1], chw.shape[2], factor, min_pixels, max_pixels)
+            if (height, width) != hwc.shape[:2]:
+                hwc = resize(hwc, height, width)
+        elif chw.shape[1] % factor or chw.shape[2] % factor:
+            raise ValueError(f"preprocess: with do_resize=False image {index} must have sides that are multiples "
+                             f"of patch_size * merge_size = {factor}, got {chw.shape[1]}x{chw.shape[2]}")
+        channels = hwc.shape[2]
+        if channels not in tables:
+            tables[channels] = level_table(channels, backend=backend, do_rescale=do_rescale,
+                                           rescale_factor=rescale_factor, do_normalize=do_normalize,
+                                           image_mean=image_mean, image_std=image_std)
+        patches, gh, gw = patchify_levels(hwc, tables[channels], patch_size, merge_size, temporal_patch_size)
         rows.append(patches)
         grids.append([1, gh, gw])
     return {"pixel_values": rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0),
@@ -413,4 +432,4 @@ def preprocess(images, *, backend="pil", min_pixels=MIN_PIXELS, max_pixels=MAX_P
 
 __all__ = ["softmax", "silu", "attention", "segment_attention", "vision_attention", "vision_mlp",
            "vision_block", "vision_forward", "resample_axis", "resize_bicubic", "resize_bicubic_torch", "patchify_levels",
-           "torch_normalize_table", "preprocess"]
+           "torch_normalize_table", "level_table", "preprocess"]

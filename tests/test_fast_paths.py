@@ -6,7 +6,9 @@
   preprocess on both backends (the torchvision table == the fused rescale+normalize);
 * vision: in-place softmax / SiLU, the chunked rotary, segments batched through views ==
   the plain functions, from one segment to the whole tower with its trace;
-* torch_port transform: the banded, threaded Pillow passes == ``image.resize`` and HF;
+* fast.preprocess takes every input the plain form takes (PIL, HWC, CHW, tensors, lists, nested
+  lists, 4-D batches, gray, RGBA; both backends; HF's options) with the same bits and errors;
+* torch_port transform: the table lookup == patchify(normalize(rescale(...))), and HF on a photo;
 * torch_port FeedForward: the transposed-hidden float32 CPU path == the plain form.
 """
 
@@ -152,6 +154,99 @@ def test_fast_torchvision_preprocess_equals_preprocess(kwargs):
         np.testing.assert_array_equal(got["image_grid_thw"], want["image_grid_thw"])
 
 
+def _every_input_kind():
+    """Each kind of input the plain preprocess takes (``reference.image_inputs``), by name."""
+    rng = np.random.default_rng(30)
+    hwc = rng.integers(0, 256, (61, 93, 3), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (45, 70, 4), dtype=np.uint8)
+    gray = rng.integers(0, 256, (40, 300), dtype=np.uint8)
+    chw = np.ascontiguousarray(hwc.transpose(2, 0, 1))
+    return {
+        "pil_rgb": PIL.Image.fromarray(hwc), "pil_rgba": PIL.Image.fromarray(rgba), "pil_gray": PIL.Image.fromarray(gray),
+        "pil_palette": PIL.Image.fromarray(hwc).convert("P"),
+        "hwc": hwc, "chw": chw, "chw_view": hwc.transpose(2, 0, 1), "gray_2d": gray, "gray_hwc1": gray[:, :, None],
+        "gray_chw1": gray[None], "rgba_hwc": rgba, "rgba_chw": np.ascontiguousarray(rgba.transpose(2, 0, 1)),
+        "tensor_chw": torch.from_numpy(chw), "tensor_hwc": torch.from_numpy(hwc), "tensor_gray": torch.from_numpy(gray),
+        "list": [hwc, PIL.Image.fromarray(gray), torch.from_numpy(chw)], "nested": [[hwc, rgba], [], [gray]],
+        "batch_4d": np.stack([hwc, hwc[::-1]]), "tensor_batch_4d": torch.from_numpy(np.stack([chw, chw])),
+        "list_of_batches": [np.stack([hwc, hwc]), np.stack([hwc[::-1]])],
+    }
+
+
+INPUT_OPTIONS = [{}, {"max_pixels": 28 * 28 * 12, "min_pixels": 28 * 28 * 4}, {"do_rescale": False},
+                 {"do_rescale": False, "do_normalize": False}, {"do_resize": False, "min_pixels": 1},
+                 {"rescale_factor": 0.5, "image_mean": 0.5, "image_std": [0.2, 0.3, 0.4]},
+                 {"patch_size": 7, "merge_size": 3, "temporal_patch_size": 1}]
+
+
+@pytest.mark.parametrize("backend", ["pil", "torchvision"])
+@pytest.mark.parametrize("options", INPUT_OPTIONS, ids=lambda o: ",".join(o) or "defaults")
+def test_fast_preprocess_takes_every_input_kind(backend, options):
+    """fast.preprocess == preprocess on every input kind and HF option, both backends, same dtype."""
+    for name, images in _every_input_kind().items():
+        if options.get("do_resize") is False:  # sides must be multiples of 28: crop each array to them
+            images = _crop_to_multiples(images, 28)
+        want = reference.preprocess(images, backend=backend, **options)
+        got = fast.preprocess(images, backend=backend, **options)
+        assert got["pixel_values"].dtype == want["pixel_values"].dtype, name
+        np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"], err_msg=name)
+        np.testing.assert_array_equal(got["image_grid_thw"], want["image_grid_thw"], err_msg=name)
+
+
+def _crop_to_multiples(images, unit):
+    if isinstance(images, list):
+        return [_crop_to_multiples(image, unit) for image in images]
+    if isinstance(images, PIL.Image.Image):
+        return images.crop((0, 0, images.width // unit * unit, images.height // unit * unit))
+    array = images
+    if array.ndim == 4:
+        return array[:, :, : array.shape[2] // unit * unit, : array.shape[3] // unit * unit] if array.shape[1] == 3 \
+            else array[:, : array.shape[1] // unit * unit, : array.shape[2] // unit * unit]
+    if array.ndim == 2 or array.shape[2] in (1, 3, 4):
+        return array[: array.shape[0] // unit * unit, : array.shape[1] // unit * unit]
+    return array[:, : array.shape[1] // unit * unit, : array.shape[2] // unit * unit]
+
+
+@pytest.mark.parametrize("backend", ["pil", "torchvision"])
+def test_fast_preprocess_input_data_format_and_kept_channels(backend):
+    """An ambiguous [3, 60, 3] strip read both ways, and RGBA / gray kept (do_convert_rgb=False)."""
+    rng = np.random.default_rng(31)
+    strip = rng.integers(0, 256, (3, 60, 3), dtype=np.uint8)
+    for data_format in (None, "channels_first", "channels_last"):
+        want = reference.preprocess(strip, backend=backend, input_data_format=data_format)
+        got = fast.preprocess(strip, backend=backend, input_data_format=data_format)
+        np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"], err_msg=str(data_format))
+        np.testing.assert_array_equal(got["image_grid_thw"], want["image_grid_thw"])
+    keep = {"do_convert_rgb": False, "image_mean": [0.5] * 4, "image_std": [0.25] * 4}
+    rgba = PIL.Image.fromarray(rng.integers(0, 256, (50, 70, 4), dtype=np.uint8))
+    for images, options in ((rgba, keep), (np.asarray(rgba), keep), (np.asarray(rgba)[:, :, 0], {"do_convert_rgb": False,
+                                                                                               "image_mean": 0.5,
+                                                                                               "image_std": 0.25})):
+        want = reference.preprocess(images, backend=backend, **options)
+        got = fast.preprocess(images, backend=backend, **options)
+        assert got["pixel_values"].shape == want["pixel_values"].shape
+        np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"])
+
+
+@pytest.mark.parametrize("bad", [
+    np.zeros((8, 8, 3), np.float32), np.zeros((8, 8, 5), np.uint8), np.zeros((0, 8, 3), np.uint8), "image.png", [],
+    np.zeros((1, 2, 8, 8, 3), np.uint8), np.zeros((3, 700, 3), np.uint8), torch.zeros(3, 8, 8), [[1, 2, 3]],
+], ids=lambda b: type(b).__name__ + str(getattr(b, "shape", "")))
+@pytest.mark.parametrize("backend", ["pil", "torchvision"])
+def test_fast_preprocess_refuses_what_the_plain_form_refuses(bad, backend):
+    with pytest.raises((TypeError, ValueError)) as plain:
+        reference.preprocess(bad, backend=backend)
+    with pytest.raises(plain.type) as got:
+        fast.preprocess(bad, backend=backend)
+    assert str(got.value) == str(plain.value)
+    for options in ({"input_data_format": "CHW"}, {"image_mean": (0.5,) * 4}, {"backend": "cv2"}):
+        with pytest.raises(ValueError) as plain:
+            reference.preprocess(np.zeros((56, 56, 3), np.uint8), **{"backend": backend, **options})
+        with pytest.raises(ValueError) as got:
+            fast.preprocess(np.zeros((56, 56, 3), np.uint8), **{"backend": backend, **options})
+        assert str(got.value) == str(plain.value)
+
+
 # ---------------------------------------------------------------- vision
 
 
@@ -273,27 +368,12 @@ def test_float32_tower_stays_float32(forward):
 # ---------------------------------------------------------------- torch_port transform
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_transform_bands_equal_pillow_then_patchify(threads):
-    """Every pass order (horizontal first, vertical first, one pass, none) with 1-3 threads."""
-    rng = np.random.default_rng(threads)
-    transform = Qwen2_5_VLImageTransform()
-    for (h, w), (gh, gw) in [((150, 226), (10, 16)), ((300, 50), (8, 2)), ((50, 300), (2, 8)),
-                             ((140, 99), (10, 8)), ((99, 140), (8, 10)), ((112, 168), (8, 12)), ((37, 41), (6, 4))]:
-        image = PIL.Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-        transform._size = lambda image, size=(gw * 14, gh * 14): size  # any target size, not only smart_resize's
-        resized = np.asarray(image.resize((gw * 14, gh * 14), PIL.Image.Resampling.BICUBIC))
-        want, _, _ = patchify(normalize(rescale(resized.transpose(2, 0, 1)), OPENAI_CLIP_MEAN, OPENAI_CLIP_STD))
-        np.testing.assert_array_equal(transform._pixel_values(image, threads), want, err_msg=f"{(h, w)} -> {(gh, gw)}")
-        np.testing.assert_array_equal(transform.patchify(torch.from_numpy(resized.copy())).numpy(), want)
-
-
-def test_threaded_transform_matches_hf_on_a_large_photo():
+def test_transform_matches_hf_on_a_large_photo():
+    """One Pillow resize of the whole image, then the table lookup: HF's bytes on a 1000x700 photo."""
     from goldenlib.hf_image import hf_preprocess
 
     photo = np.asarray(PIL.Image.open("data/photos/rocket.png").convert("RGB"))
     image = np.asarray(PIL.Image.fromarray(photo).resize((1000, 700), PIL.Image.Resampling.BICUBIC))
-    assert image.shape[0] * image.shape[1] >= 1 << 19  # large enough for the threaded path
     for max_pixels in (12845056, 1003520):
         ours = Qwen2_5_VLImageTransform(max_pixels=max_pixels)({"image": PIL.Image.fromarray(image)})
         hf = hf_preprocess([image], 3136, max_pixels)
@@ -301,25 +381,10 @@ def test_threaded_transform_matches_hf_on_a_large_photo():
         np.testing.assert_array_equal(ours["image_grid_thw"].numpy(), hf["image_grid_thw"])
 
 
-def test_pair_lookup_equals_one_level_at_a_time():
-    """The transform's [3, 65536] table of level pairs packs exactly the [3, 256] table's values:
-    every pair of levels, looked up both ways, gives the same float32 bits."""
-    from torch_port._transform import _normalize_table, pair_table
-
-    table = _normalize_table((0.1, 0.5, 0.9), (0.2, 0.3, 0.7))  # what the transform looks up, per level
-    pairs = pair_table(table).view(np.float32).reshape(3, 1 << 16, 2)
-    first, second = np.divmod(np.arange(1 << 16), 256)  # index = first + 256 * second on a little-endian host
-    if np.little_endian:
-        first, second = second, first
-    for c in range(3):
-        np.testing.assert_array_equal(pairs[c, :, 0].view(np.uint32), table[c][first].view(np.uint32))
-        np.testing.assert_array_equal(pairs[c, :, 1].view(np.uint32), table[c][second].view(np.uint32))
-
-
 @pytest.mark.parametrize("patch_size, merge_size, temporal_patch_size", [(14, 2, 2), (15, 2, 2), (14, 1, 3), (7, 3, 1)])
 def test_transform_patchify_equals_reference_for_any_patching(patch_size, merge_size, temporal_patch_size):
-    """Pairs of levels (even patch size) or single levels (odd), any merge size and time steps,
-    output chunks of several rows or one: always patchify(normalize(rescale(image)))."""
+    """The lookup straight into the output's layout, any patch and merge size and time steps:
+    always patchify(normalize(rescale(image)))."""
     mean, std = (0.1, 0.5, 0.9), (0.2, 0.3, 0.7)
     transform = Qwen2_5_VLImageTransform(patch_size=patch_size, merge_size=merge_size,
                                          temporal_patch_size=temporal_patch_size, image_mean=mean, image_std=std)
@@ -329,7 +394,3 @@ def test_transform_patchify_equals_reference_for_any_patching(patch_size, merge_
                           temporal_patch_size)
     got = transform.patchify(torch.from_numpy(image.copy())).numpy()
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
-    out = transform._empty_patches(5 * merge_size, 7 * merge_size)
-    for a, b in ((0, 3), (3, 7)):  # column bands: not contiguous, filled one row of merge blocks at a time
-        transform._patchify_into(image[:, a * unit : b * unit], out[:, a:b])
-    np.testing.assert_array_equal(out.reshape(want.shape).view(np.uint32), want.view(np.uint32))

@@ -166,7 +166,7 @@ def test_port_torchvision_transform_equals_golden(name):
     stored, meta = store.read_case(name)
     params = meta["params"]
     transform = Qwen2_5_VLImageTransform(min_pixels=params["min_pixels"], max_pixels=params["max_pixels"],
-                                         backend="torchvision")
+                                         backend="torchvision", input_data_format="channels_last")  # goldens: [H, W, C]
     out = transform({"image": stored["input"]})
     assert out["pixel_values"].dtype == torch.float32
     np.testing.assert_array_equal(out["pixel_values"].numpy(), stored["pixel_values"], err_msg=name)
