@@ -6,15 +6,20 @@
 * :mod:`parity.variants` - interpolation variants (exact, torchvision, float, bilinear).
 * :mod:`parity.report` - interpolation / precision / combined runs and their attribution.
 * :mod:`parity.printing` - markdown table and log-scale plot.
+* :mod:`parity.dump` - ``compare_dump``: a stage dump written by any implementation (a safetensors
+  file, :mod:`parity.dump_file`) against a golden, with the first stage out of tolerance and its
+  attribution (order mistakes found by :mod:`parity.row_order`).
 """
 
 from .cases import GoldenCase, case_names, load_case
+from .dump import DumpReport, compare_dump, dump_markdown
 from .implementations import PortImplementation, ReferenceImplementation, load_implementation
 from .printing import markdown_table, text_summary
 from .stages import TOLERANCES, StageRow, Tol, attribute, compare_tower, first_failure, stage_kind, tolerance
 
 __all__ = [
     "TOLERANCES",
+    "DumpReport",
     "GoldenCase",
     "PortImplementation",
     "ReferenceImplementation",
@@ -22,7 +27,9 @@ __all__ = [
     "Tol",
     "attribute",
     "case_names",
+    "compare_dump",
     "compare_tower",
+    "dump_markdown",
     "first_failure",
     "load_case",
     "load_implementation",
