@@ -160,7 +160,7 @@ np.savez(sys.argv[3], capability=np.array(torch.backends.cpu.get_cpu_capability(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("capability", ["default", "avx2"])
+@pytest.mark.parametrize("capability", ["default", pytest.param("avx2", marks=pytest.mark.hardware("avx2"))])
 def test_generic_and_avx2_kernels_give_the_same_bytes(capability, tmp_path):
     """torchvision under ATEN_CPU_CAPABILITY=<capability> == resize_bicubic_torch.
 

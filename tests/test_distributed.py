@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torchtune")
 import recipe_fixtures as rf  # noqa: E402  (installs the torchao compat names first)
 from goldenlib.tolerances import DISTRIBUTED_LOSS_VS_SINGLE_BOUND  # noqa: E402
 

@@ -16,7 +16,6 @@ import warnings
 import pytest
 import torch
 
-pytest.importorskip("torchtune")
 
 import torch_port  # noqa: E402
 from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, rel_error  # noqa: E402

@@ -6,7 +6,6 @@ import functools
 import pytest
 import torch
 
-pytest.importorskip("torchtune")
 
 import torch_port  # noqa: E402
 from hf_tiny_vl import (  # noqa: E402

@@ -11,7 +11,6 @@ import PIL.Image
 import pytest
 import torch
 
-pytest.importorskip("torchtune")
 
 from torchtune.data import Message  # noqa: E402
 from transformers import Qwen2_5_VLForConditionalGeneration  # noqa: E402

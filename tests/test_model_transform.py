@@ -19,7 +19,6 @@ import PIL.Image
 import pytest
 import torch
 
-pytest.importorskip("torchtune")
 
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, Message  # noqa: E402
 from torchtune.models.qwen2_5._tokenizer import Qwen2_5Tokenizer  # noqa: E402

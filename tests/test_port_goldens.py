@@ -22,7 +22,7 @@ from goldenlib.cases import CASES, FULL_BLOCKS, TINY, TOWERS
 from goldenlib.tolerances import PARITY_TOLERANCES
 from helpers import case_of
 from parity.cases import FULL_CASE
-from parity.implementations import PortImplementation, cuda_available
+from parity.implementations import PortImplementation
 from parity.printing import markdown_table, text_summary
 from parity.stages import compare_tower, first_failure
 
@@ -61,7 +61,7 @@ def test_port_matches_goldens_per_stage(case, config, dtype):
     check(rows, f"{case} / {config} / {dtype} (cpu)")
 
 
-@pytest.mark.skipif(not cuda_available(), reason="no CUDA device")
+@pytest.mark.hardware("cuda")
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 def test_port_matches_goldens_on_cuda(dtype):
     for case, config in PARAMS:

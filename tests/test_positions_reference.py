@@ -18,7 +18,7 @@ import torch
 import reference
 from goldenlib.tolerances import MROPE_REFERENCE_FLOAT32_VS_HF_BOUND, rel_error
 
-transformers = pytest.importorskip("transformers")
+import transformers
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel  # noqa: E402
 from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as hf  # noqa: E402
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor  # noqa: E402

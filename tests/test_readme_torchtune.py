@@ -4,10 +4,8 @@ folder (tests/hf_tiny_folder.py; only the folder path is substituted)."""
 import re
 from pathlib import Path
 
-import pytest
 import torch
 
-pytest.importorskip("torchtune")
 
 from hf_tiny_folder import write_hf_folder  # noqa: E402
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("torchtune")
 from recipe_fixtures import (  # noqa: E402  (installs the torchao compat names before torchtune.training)
     CONFIGS,
     logged_losses as _losses,

@@ -14,7 +14,6 @@ and inside the vision run is masked (label -100), as the model transform masks a
 import pytest
 import torch
 
-pytest.importorskip("torchtune")
 
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX  # noqa: E402
 from torchtune.modules.loss import CEWithChunkedOutputLoss  # noqa: E402
