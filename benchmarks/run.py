@@ -20,6 +20,10 @@ One command prints one markdown report, everything measured in the same run::
   image in). The implementations take turns for ``--reps`` rounds; in each round one warm-up call, then 5 timed calls back to back
   (a preprocessing loop's steady state). Median ms, ratio to HF's PIL processor, and whether
   ``pixel_values`` are bit-equal to it.
+* The image transform where torchtune runs it (``benchmarks/dataloader.py``): 48 640x480 photos in a
+  torch ``DataLoader`` with 2 workers (1 torch thread each), the port's transform and HF's processor
+  of the same backend run by the workers; ms per image of the median epoch after a warm-up epoch,
+  ratio to that HF processor. Rows marked ``[DataLoader x2]``.
 * The full-size vision tower (3B preset, ``random_weights(seed=0)``) on a 448x448 image (1024
   patches) and a 1008x1008 image (5184 patches): reference float64 and float32, each in its plain
   form (``reference.vision_forward``) and its fast form (``reference.fast.vision_forward``), port
@@ -263,12 +267,15 @@ def preprocess_section(sizes, rounds: int, per_round: int, settle: float) -> lis
             if type(hf_tv).__name__ == "Qwen2VLImageProcessor" and hf_tv.size["longest_edge"] == MAX_PIXELS:
                 impls["HF Qwen2VLImageProcessor (torchvision)"] = (
                     lambda a, im: hf_tv(images=[im], return_tensors="pt")["pixel_values"].numpy())
+                port_tv = Qwen2_5_VLImageTransform(max_pixels=MAX_PIXELS, backend="torchvision")
+                impls["port Qwen2_5_VLImageTransform (torchvision)"] = (
+                    lambda a, im: port_tv({"image": im})["pixel_values"].numpy())
                 impls["reference.preprocess (torchvision)"] = lambda a, im: reference.preprocess(
                     a, backend="torchvision", max_pixels=MAX_PIXELS)["pixel_values"]
                 impls["reference.fast.preprocess (torchvision)"] = lambda a, im: reference.fast.preprocess(
                     a, backend="torchvision", max_pixels=MAX_PIXELS)["pixel_values"]
-                for name in ("HF Qwen2VLImageProcessor (torchvision)", "reference.preprocess (torchvision)",
-                             "reference.fast.preprocess (torchvision)"):
+                for name in ("HF Qwen2VLImageProcessor (torchvision)", "port Qwen2_5_VLImageTransform (torchvision)",
+                             "reference.preprocess (torchvision)", "reference.fast.preprocess (torchvision)"):
                     against[name] = "HF Qwen2VLImageProcessor (torchvision)"
     except ImportError:
         pass
@@ -679,6 +686,9 @@ def targets(pre_rows, by_side) -> str:
         lines.append(f"- [{'x' if ok else ' '}] {text}")
 
     for impl, bound in (("reference.fast.preprocess", 1.0), ("port Qwen2_5_VLImageTransform", 0.5),
+                        ("port Qwen2_5_VLImageTransform (torchvision)", 1.0),
+                        ("port Qwen2_5_VLImageTransform [DataLoader x2]", 1.0),
+                        ("port Qwen2_5_VLImageTransform (torchvision) [DataLoader x2]", 1.0),
                         ("reference.preprocess (torchvision)", 2.0), ("port Qwen2_5_VLVideoTransform", 1.0)):
         rs = [r for r in pre_rows if r["impl"] == impl]
         if rs:
@@ -745,6 +755,10 @@ def main(argv=None) -> None:
         pre_rows = preprocess_section(QUICK_PREPROCESS_SIZES if args.quick else PREPROCESS_SIZES,
                                       args.reps, 1 if args.quick else 5, settle)
         pre_rows += video_section(*(QUICK_VIDEO if args.quick else VIDEO), args.reps, settle)
+        from dataloader import dataloader_section  # the transform inside 2 DataLoader workers, vs HF there
+
+        pre_rows += dataloader_section(*QUICK_PREPROCESS_SIZES[0] if args.quick else PREPROCESS_SIZES[0],
+                                       images=8 if args.quick else 48, rounds=args.reps, workers=2)
         print("[preprocess] done", file=sys.stderr, flush=True)
     pos_rows = []
     if args.only in (None, "positions"):
