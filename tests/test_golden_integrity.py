@@ -185,3 +185,135 @@ def test_skipped_golden_reads_as_not_regenerated_and_unlisted_as_tampering(golde
         store.read_case("extra", golden_copy)
     with pytest.raises(store.GoldenIntegrityError, match="never generated"):
         store.read_case("nowhere", golden_copy)
+
+
+# ------------------------------------------------------------------ regeneration writes only what moved
+
+
+def _stored_cases(folder):
+    """Every golden of ``folder`` as a regeneration recomputes it on the machine that wrote it:
+    {name: (tensors, metadata)} read back (metadata decoded, as the builders return it)."""
+    return {name: store.read_case(name, folder) for name in store.case_names(folder)}
+
+
+def _write(folder, cases, **kwargs):
+    """``generate_golden.write_what_moved`` with the folder's own cross-check table: (code, stdout)."""
+    import generate_golden
+
+    table = (folder / "CROSSCHECK.md").read_text().split("\n\n", 1)[1].split("\n\n")[0].rstrip("\n")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = generate_golden.write_what_moved(folder, cases, [], table, **kwargs)
+    return code, out.getvalue()
+
+
+def _changed(before, folder):
+    after = _snapshot(folder)
+    return {name for name in set(before) | set(after) if before.get(name) != after.get(name)}
+
+
+def test_why_rewrite_keeps_what_reproduces_and_names_what_moved(golden_copy):
+    from goldenlib.rewrite import why_rewrite
+
+    manifest = store.load_manifest(golden_copy)
+    tensors, meta = store.read_case("gray", golden_copy)
+    assert why_rewrite("gray", tensors, meta, golden_copy, manifest) is None
+    noisy = dict(tensors, **{"tiny_a.output": tensors["tiny_a.output"] + 3 * np.spacing(tensors["tiny_a.output"])})
+    assert why_rewrite("gray", noisy, meta, golden_copy, manifest) is None  # a few ulp: another kernel
+    moved = dict(tensors, **{"tiny_a.output": tensors["tiny_a.output"] * (1 + 1e-9)})
+    assert why_rewrite("gray", moved, meta, golden_copy, manifest).startswith(
+        "drifted: 1 stage(s), first tiny_a.output (float64, rel 1e-09 > 1e-10)")
+    resized = tensors["resized"].copy()
+    resized.flat[5] += 1
+    assert "first resized (changed)" in why_rewrite("gray", dict(tensors, resized=resized), meta, golden_copy,
+                                                   manifest)
+    assert "first tiny_a.output" in why_rewrite("gray", {k: v for k, v in tensors.items() if k != "tiny_a.output"},
+                                                meta, golden_copy, manifest)
+    cast = dict(tensors, normalized=tensors["normalized"].astype(np.float64))  # same values, another dtype
+    assert "first normalized" in why_rewrite("gray", cast, meta, golden_copy, manifest)
+    upgraded = dict(meta, versions={**meta["versions"], "transformers": "9.9.9"})
+    assert why_rewrite("gray", tensors, upgraded, golden_copy, manifest) is None  # written-with stays
+    assert why_rewrite("gray", tensors, dict(meta, description="other"), golden_copy, manifest) == (
+        "metadata changed: description")
+    weights, weights_meta = store.read_case("weights_tiny_a", golden_copy)
+    key = sorted(weights)[0]
+    nudged = dict(weights, **{key: weights[key] + np.spacing(weights[key])})  # weights are exact
+    assert why_rewrite("weights_tiny_a", nudged, weights_meta, golden_copy, manifest).startswith("drifted")
+    assert why_rewrite("brand_new", tensors, meta, golden_copy, manifest) == "new"
+
+
+def test_regeneration_where_nothing_moved_touches_nothing(golden_copy):
+    before = _snapshot(golden_copy)
+    code, out = _write(golden_copy, _stored_cases(golden_copy))
+    assert code == 0 and "nothing to write" in out
+    assert _snapshot(golden_copy) == before
+
+
+def test_an_upgrade_with_no_drift_changes_only_the_verification_record(golden_copy):
+    from goldenlib import verified
+
+    record = json.loads((golden_copy / verified.VERIFIED).read_text())
+    record["verified_with"]["transformers"] = "5.23.0"  # the goldens were last verified before an upgrade
+    (golden_copy / verified.VERIFIED).write_text(json.dumps(record))
+    before = _snapshot(golden_copy)
+    code, out = _write(golden_copy, _stored_cases(golden_copy))
+    assert code == 0 and "rewrote 0 golden file(s)" in out, out
+    assert _changed(before, golden_copy) == {verified.VERIFIED}
+    new = verified.load(golden_copy)
+    assert new["verified_with"] == verified.library_versions() and new["machine"] == verified.machine()
+    assert new["result"]["rewritten"] == {} and new["result"]["kept"] == len(store.case_names(golden_copy))
+    # each golden still says what it was written with
+    assert store.read_case("gray", golden_copy)[1]["versions"] == store.read_case("gray")[1]["versions"]
+
+
+def test_a_moved_stage_rewrites_that_golden_only(golden_copy):
+    from goldenlib import verified
+
+    cases = _stored_cases(golden_copy)
+    tensors, meta = cases["gray"]
+    resized = tensors["resized"].copy()
+    resized.flat[5] += 1
+    cases["gray"] = (dict(tensors, resized=resized), meta)
+    old_manifest = store.load_manifest(golden_copy)
+    before = _snapshot(golden_copy)
+    code, out = _write(golden_copy, cases)
+    assert code == 0 and "rewrote 1 golden file(s) (gray)" in out, out
+    # a complete run that rewrites a golden also records its verification (the CROSSCHECK.md text is
+    # this run's table, here the same as before)
+    assert _changed(before, golden_copy) == {"gray.safetensors", store.MANIFEST, verified.VERIFIED}
+    manifest = store.load_manifest(golden_copy)
+    assert {k: v for k, v in manifest["files"].items() if k != "gray.safetensors"} == {
+        k: v for k, v in old_manifest["files"].items() if k != "gray.safetensors"}
+    assert manifest["versions"] == old_manifest["versions"]  # the weights' written-with stays
+    assert store.read_case("gray", golden_copy)[0]["resized"].flat[5] == resized.flat[5]
+    assert "gray" in verified.load(golden_copy)["result"]["rewritten"]
+    # the same run again: nothing moved any more, nothing is touched
+    before = _snapshot(golden_copy)
+    assert "nothing to write" in _write(golden_copy, cases)[1]
+    assert _snapshot(golden_copy) == before
+
+
+def test_force_rewrites_a_golden_that_reproduces(golden_copy):
+    tensors, meta = store.read_case("noise", golden_copy)
+    cases = {"noise": (tensors, dict(meta, versions={**meta["versions"], "transformers": "9.9.9"}))}
+    before = _snapshot(golden_copy)
+    assert "nothing to write" in _write(golden_copy, cases, partial=True, selected=True)[1]  # written-with stays
+    code, out = _write(golden_copy, cases, partial=True, selected=True, forced={"noise"})
+    assert code == 0 and "rewrote 1 golden file(s) (noise)" in out, out
+    assert _changed(before, golden_copy) == {"noise.safetensors", store.MANIFEST}
+    assert store.read_case("noise", golden_copy)[1]["versions"]["transformers"] == "9.9.9"
+    assert "not_generated" not in store.load_manifest(golden_copy)  # the others were kept
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--force", "nowhere"], "--force: unknown case 'nowhere'"),
+    (["--case", "gray", "--force", "noise"], "--force noise: not built by this run (add --case noise)"),
+    (["--no-full", "--force", "full_size_3b"], "--force full_size_3b: --no-full skips it"),
+    (["--check", "--force-all"], "--force / --force-all go with a regeneration, not --check"),
+])
+def test_force_arguments_are_checked(args, message, capsys):
+    import generate_golden
+
+    with pytest.raises(SystemExit) as exit_info:
+        generate_golden.main(args)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -212,3 +212,35 @@ def test_exit_code_drift_beats_cannot_check():
     assert generate_golden.exit_code([cannot]) == 2
     assert generate_golden.exit_code([cannot, refused]) == 1
     assert generate_golden.exit_code([cannot], [drifted]) == 1
+
+
+def test_report_lists_what_moved_and_collapses_float_noise():
+    """A row per stage beyond its bound (or exact stage that changed); float noise within its bound
+    is one line per kind and cause, the cause read from the changed versions of each case."""
+    from goldenlib.drift import DriftRow, report
+
+    rows = [DriftRow(case, f"tiny_a.blocks.{i}.output", "float64", 1e-15, 1.5e-15, 1e-10, True)
+            for case in ("noise", "checkerboard") for i in range(4)]
+    rows += [DriftRow("gray", "tiny_a.output", "float64", 0.0, 0.0, 1e-10, True),  # unchanged
+             DriftRow("full_size_3b", "3b.output", "float32", 1e-8, 6e-8, 1e-6, True),
+             DriftRow("two_frames", "tiny_b.output", "float64", 2e-15, 1e-15, 1e-10, True),
+             DriftRow("gray", "resized", "exact", 3.0, 0.01, 0.0, False, "local"),
+             DriftRow("gray", "rescaled", "exact", 0.01, 0.01, 0.0, False, "inherited")]
+    changes = {"openblas_kernel": ("Haswell", "SkylakeX", ["noise", "checkerboard", "full_size_3b", "gray"]),
+               "pillow": ("13.0.0", "12.1.0", ["noise", "checkerboard", "gray"])}
+    text = report(rows, changes)
+    table = [line for line in text.splitlines() if line.startswith(("| gray", "| noise", "| checkerboard",
+                                                                       "| full_size_3b", "| two_frames"))]
+    assert table == ["| gray | resized | exact | 3 | 0.01 | 0 | **DRIFT** |",
+                     "| gray | rescaled | exact | 0.01 | 0.01 | 0 | **DRIFT** (inherited) |"]
+    assert "- 2 cases, 8 float64 stages within 1e-10 (max rel 1.5e-15): BLAS kernel Haswell -> SkylakeX" in text
+    assert "- 1 case, 1 float32 stage within 1e-06 (max rel 6e-08): BLAS kernel Haswell -> SkylakeX" in text
+    assert ("- 1 case, 1 float64 stage within 1e-10 (max rel 1e-15): no library version or BLAS kernel changed "
+            "since the goldens were written") in text
+    assert "| pillow | 13.0.0 | 12.1.0 |" in text
+    assert "13 stages compared, 12 changed, 2 beyond tolerance" in text
+    assert text.endswith("first drift: case gray, stage resized")
+    assert len([line for line in report(rows, changes, show_all=True).splitlines()
+                if line.startswith(("| noise |", "| checkerboard |"))]) == 8  # --all-stages lists them
+    quiet = report(rows[:8], changes)
+    assert "No stage beyond its bound, no exact stage changed." in quiet and "| case |" not in quiet
