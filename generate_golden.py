@@ -309,18 +309,23 @@ def _run(args, folder, only):
         print(f"\nnothing written: {len(failures)} case(s) failed the HF cross-check", file=sys.stderr)
         return exit_code(failures)
 
-    return _write(args, folder, only, cases, report, table, start)
+    forced = set(cases) if args.force_all else set(args.force or ())
+    return write_what_moved(folder, cases, report, table, partial=only is not None or args.no_full,
+                            selected=only is not None, forced=forced, start=start)
 
 
-def _write(args, folder, only, cases, report, table, start):
-    """Write what moved: each recomputed case whose stored golden reproduces keeps its bytes, the
-    others (and --force'd ones) are rewritten; nothing is touched when nothing moved."""
+def write_what_moved(folder, cases, report, table, partial=False, selected=False, forced=(), start=None):
+    """Write what moved into golden folder ``folder``; 0. ``cases``: the recomputed {name: (tensors,
+    metadata)}; ``report``, ``table``: their HF cross-check. Each case whose stored golden reproduces
+    keeps its bytes, the others (and ``forced`` ones) are rewritten; nothing is touched when nothing
+    moved. ``partial``: not every case was recomputed (the others are kept; ``selected``: by --case,
+    else by --no-full), so the verification record is left as it is."""
     from goldenlib import verified
     from goldenlib.rewrite import assess, within_bounds
 
-    partial = only is not None or args.no_full
+    start = time.perf_counter() if start is None else start
+    folder = store.Path(folder)
     manifest = store.load_manifest(folder) if (folder / store.MANIFEST).is_file() else None
-    forced = set(cases) if args.force_all else set(args.force or ())
     rewrite, rows = {}, []
     for name, (tensors, metadata) in cases.items():
         reason, case_rows = assess(name, tensors, metadata, folder, manifest)
@@ -334,7 +339,7 @@ def _write(args, folder, only, cases, report, table, start):
     kept = kept_goldens(folder, set(cases), _log) if partial else []
     kept += [(folder / f"{name}.safetensors", manifest["files"][f"{name}.safetensors"]) for name in kept_built]
     skipped = sorted(set(stored_names()) - set(cases) - {path.stem for path, _ in kept})
-    why = "skipped by --no-full" if only is None else "not selected by --case"
+    why = "not selected by --case" if selected else "skipped by --no-full"
     dropped = sorted(set(manifest["files"]) - {path.name for path, _ in kept} - {f"{n}.safetensors" for n in cases}
                      if manifest else [])
     extra = {"versions": _manifest_versions(manifest, {name: cases[name][1] for name in rewrite})}
