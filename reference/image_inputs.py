@@ -103,8 +103,9 @@ def rgb_from_array(chw, backend):
     Gray is repeated. RGBA is blended over white: on the torchvision backend as HF does it, in
     float32 (``x / 255`` by ``x * (1/255)``, then ``a*c + (1 - a)``, then back to uint8 by
     ``* 255.999`` and truncation); on the PIL backend with Pillow's integer compositing, the
-    rule the reference always used for arrays (HF's PIL backend blends NumPy RGBA in float64
-    and rounds instead: an RGBA array may differ from it by one level; a PIL RGBA image does not).
+    rule the reference always used for arrays. HF's PIL backend blends NumPy RGBA in float64 and
+    rounds instead, which gives the same bytes over white for every (level, alpha) pair
+    (tests/test_preprocess_options.py checks all 65536).
     """
     if chw.shape[0] == 1:
         return np.repeat(chw, 3, axis=0)

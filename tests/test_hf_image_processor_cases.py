@@ -7,10 +7,11 @@ shapes, options or formats runs here on the reference (``reference.preprocess`` 
 on both backends, with the expected values computed by the installed HF (bit for bit, not only shapes):
 
 * test_select_best_resolution        -> test_select_best_resolution (smart_resize(561, 278))
-* test_call_pil / _numpy / _pytorch  -> test_call_formats (one image as [image], then the batch of 7)
+* test_call_pil / _numpy / _pytorch  -> test_call_formats (one image as [image], then the batch of 7), plus
+                                        its channels-first variant (NumPy [3, H, W], inferred as HF does)
 * test_nested_input                  -> test_nested_input (a list and a nested list: the same values)
-* test_call_numpy_4_channels         -> test_four_channels (HF skips it: PIL and NumPy RGBA disagree in
-                                        HF itself; here PIL RGBA on both backends, NumPy RGBA on torchvision)
+* test_call_numpy_4_channels         -> test_four_channels (HF skips it: its two backends blend RGBA
+                                        differently; here PIL and NumPy RGBA, each backend against its class)
 * test_video_inputs                  -> test_video_inputs (1..6 frames; through HF's video processor:
                                         in 5.24 the image processor takes no videos)
 * test_custom_patch_size             -> test_custom_patch_size_video (HF builds the processor with patch 14
@@ -71,13 +72,16 @@ def assert_exact(ours, theirs, keys=("pixel_values", "image_grid_thw")):
 
 
 def hf_like_images(batch, resolution, kind, seed=0, channels=3):
-    """HF's prepare_image_inputs(equal_resolution=True): random uint8 images, as PIL, NumPy HWC or torch CHW."""
+    """HF's prepare_image_inputs(equal_resolution=True): random uint8 images, as PIL, NumPy HWC, NumPy CHW
+    (``numpy_chw``: HF's numpy_4_channels tester layout) or torch CHW."""
     rng = np.random.default_rng(seed)
     arrays = [rng.integers(0, 256, (resolution, resolution, channels), dtype=np.uint8) for _ in range(batch)]
     if kind == "pil":
         return [PIL.Image.fromarray(a) for a in arrays]
     if kind == "torch":
         return [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
+    if kind == "numpy_chw":
+        return [np.ascontiguousarray(a.transpose(2, 0, 1)) for a in arrays]
     return arrays
 
 
@@ -88,13 +92,15 @@ def flat(images):
 
 
 def ours(backend, images, **kwargs):
-    """(reference, port) outputs for the same images and settings. The port's transform takes one
-    image per sample (torchtune's convention): a batch is its samples' rows concatenated."""
+    """(reference, fast reference, port per image, port on the whole input) for the same images and
+    settings. One image per sample is torchtune's usual convention (a batch is its samples' rows
+    concatenated); a sample may also hold HF's whole input (a list, nested list or batch)."""
     options = {**TESTER, **kwargs}
     port = Qwen2_5_VLImageTransform(backend=backend, **options)
     samples = [port({"image": image}) for image in flat(images)]
     batched = {key: torch.cat([sample[key] for sample in samples]) for key in ("pixel_values", "image_grid_thw")}
-    return reference.preprocess(images, backend=backend, **options), batched
+    return (reference.preprocess(images, backend=backend, **options),
+            reference.fast.preprocess(images, backend=backend, **options), batched, port({"image": images}))
 
 
 def test_select_best_resolution():
@@ -106,7 +112,7 @@ def test_select_best_resolution():
     assert reference.smart_resize(561, 278, 28) == want == tuple(port_smart_resize(561, 278, 28))
 
 
-CALLS = [(backend, kind, 150) for backend in BACKENDS for kind in ("pil", "numpy", "torch")]
+CALLS = [(backend, kind, 150) for backend in BACKENDS for kind in ("pil", "numpy", "numpy_chw", "torch")]
 CALLS += [pytest.param(backend, "pil", 1024, marks=pytest.mark.slow) for backend in BACKENDS]  # HF's own sizes
 
 
@@ -141,9 +147,9 @@ def test_four_channels(backend):
     given = [PIL.Image.fromarray(a) for a in rgba]
     for got in ours(backend, given):
         assert_exact(got, run_hf(processor, given))
-    if backend == "torchvision":  # NumPy RGBA: HF's float32 blend over white (the PIL backend's differs, see HF)
-        for got in ours(backend, rgba):
-            assert_exact(got, run_hf(processor, rgba))
+    for layout in (rgba, [np.ascontiguousarray(a.transpose(2, 0, 1)) for a in rgba]):  # NumPy RGBA, HWC and CHW
+        for got in ours(backend, layout):  # the PIL backend blends in float64, the torchvision one in float32
+            assert_exact(got, run_hf(processor, layout))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -201,7 +207,7 @@ def folder_with(tmp_path, preprocessor, video=None):
 
 def transform_of(folder, backend=None):
     """load_hf_checkpoint's transform (the weights are not needed to test it: a folder without them fails later)."""
-    from torch_port._checkpoint import _read_json, _transform_kwargs, default_backend
+    from torch_port._hf_folder import default_backend, image_transform_kwargs as _transform_kwargs, read_json as _read_json
 
     kwargs = _transform_kwargs(_read_json(folder / "preprocessor_config.json"))
     return Qwen2_5_VLImageTransform(backend=backend or default_backend(), **kwargs)

@@ -73,8 +73,11 @@ def test_photos_torchvision_bit_exact(photo):
 
 @pytest.mark.parametrize("backend", ["pil", "torchvision"])
 def test_input_formats_match_hf(backend):
+    """Every input form HF takes, given as it is to HF and to ours: the same bits (the port takes a
+    whole list, nested list or batch in one sample, its rows one image after the other)."""
     a, b, c = _noise(50, 70, 3), _noise(64, 40, 4), _noise(30, 90, 5)
     chw = [np.ascontiguousarray(x.transpose(2, 0, 1)) for x in (a, b, c)]
+    rgba, gray = _noise(45, 70, 11, c=4), _noise(40, 60, 12, c=1)
     expected = hf(backend, [[a, b], [c]])  # nested lists: one list per sample
     assert_same(reference.preprocess([[a, b], [c]], backend=backend), expected)
     assert_same(reference.preprocess(chw, backend=backend), hf(backend, chw))  # numpy CHW, inferred
@@ -82,10 +85,74 @@ def test_input_formats_match_hf(backend):
     assert_same(reference.preprocess([PIL.Image.fromarray(x) for x in (a, b, c)], backend=backend), expected)
     batch = np.stack([a, a])  # 4-D: a batch of images
     assert_same(reference.preprocess(batch, backend=backend), hf(backend, batch))
-    square = _noise(3, 60, 6)  # [3, 60, 3]: both ends could be channels; explicit format decides
+    forms = {
+        "nested": [[a, b], [c]], "nested_with_empty": [[a], [], [b, c]], "list_hwc": [a, b, c], "list_chw": chw,
+        "chw": chw[0], "chw_view": a.transpose(2, 0, 1), "tensors_chw": [torch.from_numpy(x) for x in chw],
+        "tensors_hwc": [torch.from_numpy(x) for x in (a, b, c)], "pil": [PIL.Image.fromarray(x) for x in (a, b, c)],
+        "batch_hwc": batch, "batch_chw": np.stack([chw[0], chw[0]]), "tensor_batch": torch.from_numpy(np.stack(chw[1:2] * 2)),
+        "list_of_batches": [batch, batch[:1]], "rgba_hwc": rgba, "rgba_chw": np.ascontiguousarray(rgba.transpose(2, 0, 1)),
+        "rgba_tensor": torch.from_numpy(np.ascontiguousarray(rgba.transpose(2, 0, 1))), "gray_hwc1": gray,
+        "gray_chw1": np.ascontiguousarray(gray.transpose(2, 0, 1)), "pil_rgba": PIL.Image.fromarray(rgba),
+        "pil_gray": PIL.Image.fromarray(gray[:, :, 0]), "pil_palette": PIL.Image.fromarray(a).convert("P"),
+    }
+    for name, images in forms.items():
+        try:
+            assert_same(Qwen2_5_VLImageTransform(backend=backend)({"image": images}), hf(backend, images))
+        except AssertionError as error:
+            raise AssertionError(f"{name}: {error}") from None
+    # a 2-D array: one gray image (our choice; HF's make_flat_list_of_images refuses it, and takes [H, W, 1])
+    assert_same(Qwen2_5_VLImageTransform(backend=backend)({"image": gray[:, :, 0]}), hf(backend, gray))
+
+
+@pytest.mark.parametrize("backend", ["pil", "torchvision"])
+def test_ambiguous_layout_as_hf_and_input_data_format(backend):
+    """[3, 60, 3]: both ends could be channels. HF (and the port) take it as channels-first and warn;
+    ``input_data_format`` decides. The reference keeps its documented choice (channels-last)."""
+    square = _noise(3, 60, 6)
     for data_format in ("channels_first", "channels_last"):
-        assert_same(reference.preprocess(square, backend=backend, input_data_format=data_format),
-                    hf(backend, square, input_data_format=data_format))
+        expected = hf(backend, square, input_data_format=data_format)
+        assert_same(reference.preprocess(square, backend=backend, input_data_format=data_format), expected)
+        assert_same(reference.fast.preprocess(square, backend=backend, input_data_format=data_format), expected)
+        port = Qwen2_5_VLImageTransform(backend=backend, input_data_format=data_format)
+        assert_same(port({"image": square}), expected)
+        assert_same(port({"image": torch.from_numpy(square)}), expected)
+    with pytest.warns(UserWarning, match=r"\(3, 60, 3\).*channels-first"):
+        inferred = Qwen2_5_VLImageTransform(backend=backend)({"image": square})
+    assert_same(inferred, hf(backend, square))
+    assert_same(inferred, hf(backend, square, input_data_format="channels_first"))
+    assert_same(reference.preprocess(square, backend=backend), hf(backend, square, input_data_format="channels_last"))
+
+
+def test_rgba_array_blends_equal_hf_convert_to_rgb():
+    """Every (level, alpha) pair: HF's convert_to_rgb on a NumPy RGBA array (float64, rounded) ==
+    Pillow's alpha_composite over white (what HF does to a PIL RGBA image) == the port's and the
+    reference's PIL-backend blend; the torchvision backend's float32 blend is HF's own (checked above)."""
+    from transformers.image_transforms import convert_to_rgb
+
+    from reference.image_inputs import rgb_from_array
+    from torch_port._image_inputs import blend_over_white, pil_rgb
+
+    level, alpha = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8))
+    rgba = np.stack([level, 255 - level, level, alpha], axis=-1)  # [256, 256, 4]
+    hf_numpy = convert_to_rgb(rgba, return_numpy=True, input_data_format="channels_last")
+    np.testing.assert_array_equal(np.asarray(pil_rgb(PIL.Image.fromarray(rgba))), hf_numpy)
+    np.testing.assert_array_equal(blend_over_white(rgba, "pil"), hf_numpy)
+    np.testing.assert_array_equal(rgb_from_array(rgba.transpose(2, 0, 1), "pil").transpose(1, 2, 0), hf_numpy)
+
+
+@pytest.mark.parametrize("image,match", [
+    (np.zeros((8, 8, 3), np.float32), r"dtype uint8, got float32.*\(8, 8, 3\).*scale floats"),
+    (torch.zeros(3, 8, 8), r"dtype uint8, got torch.float32"),
+    (np.zeros((8, 8, 5), np.uint8), r"got shape \(8, 8, 5\)"), (np.zeros((2, 8, 8), np.uint8), r"got shape \(2, 8, 8\)"),
+    (np.zeros((0, 8, 3), np.uint8), r"empty, shape \(0, 8, 3\)"), (np.zeros((1, 2, 8, 8, 3), np.uint8), r"\(1, 2, 8, 8, 3\)"),
+    ([], "empty list"), ("image.png", "got str: 'image.png'"), ([np.zeros((8, 8, 3), np.uint8), "x"], "holds a str"),
+    ([[1, 2, 3]], "holds a list"), ({"a": 1}, "got dict"),
+])
+def test_port_bad_inputs_named(image, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        Qwen2_5_VLImageTransform()({"image": image})
+    with pytest.raises(ValueError, match=r"input_data_format must be None, 'channels_first' or 'channels_last', got 'CHW'"):
+        Qwen2_5_VLImageTransform(input_data_format="CHW")
 
 
 @pytest.mark.parametrize("backend", ["pil", "torchvision"])
