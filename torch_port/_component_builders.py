@@ -1,16 +1,17 @@
-"""Component builders: assemble the Qwen2.5-VL vision encoder and the whole model from plain sizes.
+"""Component builders: the Qwen2.5-VL vision encoder, text decoder and whole model from plain sizes.
 
-``qwen2_5_vl`` (the whole model) imports torchtune inside the function, so this file stays
-importable without torchtune.
+Arguments take torchtune's names only (``embed_dim``, ``num_layers``, ``num_heads``,
+``intermediate_dim``, ``out_dim``, ``activation``, ``rope_base``, ``norm_eps``, ...); an HF config's
+names are translated once, where a checkpoint folder is read.
 
-Arguments take torchtune's names (``embed_dim``, ``num_layers``, ``num_heads``,
-``intermediate_dim``, ``out_dim``, ``activation``, ``rope_base``, ``norm_eps``, ...). HF's names for
-the same sizes (``hidden_size``, ``depth``, ``intermediate_size``, ``out_hidden_size``,
-``hidden_act``) are accepted too, so configs written against either keep working.
+``qwen2_5_vl_decoder`` builds the text model from torchtune's modules as torchtune's own builders
+do (``MultiHeadAttention`` with one ``Qwen2_5_VLRotaryPositionalEmbeddings`` shared by every layer,
+``TransformerSelfAttentionLayer``, Qwen2's gated MLP) with the two modules of ``_text_decoder``;
+its LoRA twin, ``lora_qwen2_5_vl_decoder``, is in ``_lora``. torchtune is imported inside the
+decoder and whole-model builders, so the vision encoder builds without torchtune installed.
 """
 
-from types import MethodType
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 from torch import nn
 
@@ -31,21 +32,6 @@ __all__ = ["qwen2_5_vision_encoder", "qwen2_5_vl", "qwen2_5_vl_decoder"]
 Activation = Union[str, Callable[[], nn.Module]]
 
 
-def _one_of(tune_name: str, tune_value, hf_name: str, hf_value, default=None):
-    """The value given under torchtune's name or HF's (both only if equal), else ``default``."""
-    if tune_value is not None and hf_value is not None and tune_value != hf_value:
-        raise ValueError(
-            f"qwen2_5_vision_encoder got both {tune_name}={tune_value!r} and {hf_name}={hf_value!r} "
-            "(two names for one size); give one"
-        )
-    value = tune_value if tune_value is not None else hf_value
-    if value is None:
-        if default is None:
-            raise TypeError(f"qwen2_5_vision_encoder needs {tune_name} (or HF's {hf_name})")
-        return default
-    return value
-
-
 def _make_activation(act: Activation) -> nn.Module:
     """An HF ``hidden_act`` name, or (torchtune style) a callable such as ``nn.SiLU`` that makes the module."""
     return _activation_module(act) if isinstance(act, str) else act()
@@ -53,25 +39,20 @@ def _make_activation(act: Activation) -> nn.Module:
 
 def qwen2_5_vision_encoder(
     *,
-    embed_dim: Optional[int] = None,
-    num_layers: Optional[int] = None,
+    embed_dim: int,
+    num_layers: int,
     num_heads: int,
-    intermediate_dim: Optional[int] = None,
-    out_dim: Optional[int] = None,
+    intermediate_dim: int,
+    out_dim: int,
     patch_size: int,
     temporal_patch_size: int,
     spatial_merge_size: int,
     window_size: int,
     fullatt_block_indexes: Union[list[int], tuple[int, ...]],
     in_channels: int,
-    activation: Optional[Activation] = None,
+    activation: Activation = "silu",
     rope_base: float = 10_000.0,
     norm_eps: float = 1e-6,
-    hidden_size: Optional[int] = None,
-    depth: Optional[int] = None,
-    intermediate_size: Optional[int] = None,
-    out_hidden_size: Optional[int] = None,
-    hidden_act: Optional[str] = None,
 ) -> Qwen2_5_VisionEncoder:
     """Build a Qwen2.5-VL vision encoder (HF ``Qwen2_5_VisionTransformerPretrainedModel``).
 
@@ -91,21 +72,13 @@ def qwen2_5_vision_encoder(
             returning the module, e.g. ``nn.SiLU``. Default "silu", as every released model.
         rope_base (float): base of the 2D rotary (HF: ``rope_parameters["rope_theta"]``), 10000.
         norm_eps (float): RMSNorm epsilon (HF fixes it at 1e-6).
-        hidden_size, depth, intermediate_size, out_hidden_size, hidden_act: HF's names for the
-            sizes above; either name may be given, both only with the same value.
 
     Returns:
         Qwen2_5_VisionEncoder: float32, randomly initialised (load weights next).
 
     Raises:
-        TypeError: a size given under neither name.
-        ValueError: inconsistent sizes, or one size given twice with two values.
+        ValueError: inconsistent sizes.
     """
-    embed_dim = _one_of("embed_dim", embed_dim, "hidden_size", hidden_size)
-    num_layers = _one_of("num_layers", num_layers, "depth", depth)
-    intermediate_dim = _one_of("intermediate_dim", intermediate_dim, "intermediate_size", intermediate_size)
-    out_dim = _one_of("out_dim", out_dim, "out_hidden_size", out_hidden_size)
-    activation = _one_of("activation", activation, "hidden_act", hidden_act, default="silu")
     if embed_dim % num_heads != 0:
         raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
     head_dim = embed_dim // num_heads
@@ -161,6 +134,57 @@ def qwen2_5_vision_encoder(
     )
 
 
+def check_text_sizes(*, embed_dim: int, num_heads: int, num_kv_heads: int, mrope_section) -> int:
+    """The head dim of a text decoder's sizes, refused by name when they do not fit together."""
+    if embed_dim % num_heads:
+        raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+    if num_heads % num_kv_heads:
+        raise ValueError(f"num_heads {num_heads} is not divisible by num_kv_heads {num_kv_heads}")
+    head_dim = embed_dim // num_heads
+    if sum(int(n) for n in mrope_section) != head_dim // 2:
+        raise ValueError(f"mrope_section {list(mrope_section)} must sum to head_dim // 2 = {head_dim // 2} "
+                         f"(head_dim = embed_dim {embed_dim} / num_heads {num_heads})")
+    return head_dim
+
+
+def text_attention(*, q_proj: nn.Module, k_proj: nn.Module, v_proj: nn.Module, output_proj: nn.Module,
+                   rope: nn.Module, embed_dim: int, num_heads: int, num_kv_heads: int, max_seq_len: int):
+    """HF's ``Qwen2_5_VLAttention`` as torchtune's ``MultiHeadAttention``: GQA with ``num_kv_heads``,
+    head_dim = embed_dim / num_heads, scale head_dim**-0.5, the shared mRoPE ``rope`` on q and k."""
+    from torchtune.modules import MultiHeadAttention
+
+    return MultiHeadAttention(
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        head_dim=embed_dim // num_heads,
+        q_proj=q_proj,
+        k_proj=k_proj,
+        v_proj=v_proj,
+        output_proj=output_proj,
+        pos_embeddings=rope,
+        kv_cache=None,
+        max_seq_len=max_seq_len,
+        attn_dropout=0.0,
+    )
+
+
+def text_decoder(*, layers: list, tok_embeddings: nn.Embedding, output: nn.Module, embed_dim: int,
+                 num_heads: int, max_seq_len: int, norm_eps: float):
+    """The decoder around built layers: final norm, output projection (``output``)."""
+    from ._text_decoder import Qwen2_5_VLTextDecoder, Qwen2_5_VLTextRMSNorm
+
+    return Qwen2_5_VLTextDecoder(
+        tok_embeddings=tok_embeddings,
+        layers=nn.ModuleList(layers),
+        max_seq_len=max_seq_len,
+        num_heads=num_heads,
+        head_dim=embed_dim // num_heads,
+        norm=Qwen2_5_VLTextRMSNorm(embed_dim, eps=norm_eps),
+        output=output,
+    )
+
+
 def qwen2_5_vl_decoder(
     *,
     vocab_size: int,
@@ -174,72 +198,61 @@ def qwen2_5_vl_decoder(
     rope_base: float,
     mrope_section: Union[list[int], tuple[int, ...]],
     tie_word_embeddings: bool,
-) -> nn.Module:
-    """The Qwen2.5-VL text decoder: torchtune's ``qwen2`` with mRoPE in every layer.
+):
+    """Build the Qwen2.5-VL text decoder (HF ``Qwen2_5_VLTextModel`` + ``lm_head``).
 
-    torchtune's ``qwen2`` builds one 1-D ``Qwen2RotaryPositionalEmbeddings`` shared by all layers;
-    it is replaced by one shared ``Qwen2_5_VLRotaryPositionalEmbeddings(head_dim, mrope_section,
-    rope_base, max_seq_len)``. Attention matches HF's ``Qwen2_5_VLAttention``: q/k/v with bias,
-    output without, head_dim = embed_dim / num_heads, GQA with ``num_kv_heads``, scale head_dim**-0.5.
+    Each of the ``num_layers`` layers is a torchtune ``TransformerSelfAttentionLayer``: attention
+    with q/k/v biases and no output bias, every layer's rotary the one shared
+    ``Qwen2_5_VLRotaryPositionalEmbeddings(head_dim, mrope_section, rope_base, max_seq_len)``,
+    Qwen2's gated SiLU MLP without biases, HF's RMSNorm rounding (``Qwen2_5_VLTextRMSNorm``).
+
+    Args:
+        vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, intermediate_dim (int): HF's
+            vocab_size, num_hidden_layers, num_attention_heads, num_key_value_heads, hidden_size,
+            intermediate_size.
+        max_seq_len (int): longest sequence (the KV cache's size).
+        norm_eps (float): RMSNorm epsilon (HF: rms_norm_eps).
+        rope_base (float): rotary base (HF: rope_theta).
+        mrope_section (list[int]): frequencies per axis (t, h, w), summing to head_dim / 2.
+        tie_word_embeddings (bool): the output projection is the token embedding (torchtune's
+            ``TiedLinear``, no weight of its own).
 
     Returns:
-        torchtune ``TransformerDecoder``: ``[b, s, embed_dim]`` embeddings (after fusion) ->
-        ``[b, s, vocab_size]`` logits.
+        Qwen2_5_VLTextDecoder: ``[b, s]`` tokens (or ``[b, s, embed_dim]`` embeddings through the
+        fusion model) and ``[3, b, s]`` positions -> ``[b, s, vocab_size]`` logits. State-dict keys
+        are torchtune's ``qwen2`` ones.
+
+    Raises:
+        ValueError: sizes that do not divide (heads, kv heads) or an mrope_section of another sum.
     """
-    from torchtune.models.qwen2._component_builders import qwen2
+    from torchtune.models.qwen2._component_builders import qwen2_mlp
+    from torchtune.modules import TiedLinear, TransformerSelfAttentionLayer
 
-    if embed_dim % num_heads:
-        raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
-    if num_heads % num_kv_heads:
-        raise ValueError(f"num_heads {num_heads} is not divisible by num_kv_heads {num_kv_heads}")
-    decoder = qwen2(
-        vocab_size=vocab_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
-        embed_dim=embed_dim,
-        intermediate_dim=intermediate_dim,
-        max_seq_len=max_seq_len,
-        norm_eps=norm_eps,
-        rope_base=rope_base,
-        tie_word_embeddings=tie_word_embeddings,
-    )
-    return as_qwen2_5_vl_decoder(decoder, head_dim=embed_dim // num_heads, mrope_section=mrope_section,
-                                 rope_base=rope_base, max_seq_len=max_seq_len, norm_eps=norm_eps)
-
-
-def as_qwen2_5_vl_decoder(decoder, *, head_dim: int, mrope_section, rope_base: float, max_seq_len: int,
-                          norm_eps: float):
-    """Make a torchtune Qwen2 decoder (``qwen2`` or ``lora_qwen2``) compute what HF's Qwen2.5-VL text
-    model computes, in place; the state-dict keys do not change. Returns the decoder.
-
-    * one ``Qwen2_5_VLRotaryPositionalEmbeddings`` shared by every layer (mRoPE, [3, b, s] positions);
-    * HF's RMSNorm: torchtune's multiplies the float32 normal by the (bf16) scale in float32, one
-      rounding, and F.rms_norm warns on the dtype mix; HF's Qwen2_5_VLRMSNorm casts back first and
-      multiplies in the model dtype (same parameter name, ``scale``);
-    * the output projection run once, then chunked (see :func:`_output_then_chunk`).
-    """
     from ._mrope import Qwen2_5_VLRotaryPositionalEmbeddings
+    from ._text_decoder import Qwen2_5_VLTextRMSNorm
 
-    embed_dim = decoder.norm.scale.shape[0]
+    head_dim = check_text_sizes(embed_dim=embed_dim, num_heads=num_heads, num_kv_heads=num_kv_heads,
+                                mrope_section=mrope_section)
     rope = Qwen2_5_VLRotaryPositionalEmbeddings(head_dim, mrope_section, base=rope_base, max_seq_len=max_seq_len)
-    for layer in decoder.layers:
-        layer.attn.pos_embeddings = rope
-        layer.sa_norm = Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps)
-        layer.mlp_norm = Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps)
-    decoder.norm = Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps)
-    decoder.chunked_output = MethodType(_output_then_chunk, decoder)
-    return decoder
-
-
-def _output_then_chunk(decoder, last_hidden_state):
-    """torchtune's ``chunked_output`` with the projection done once, then chunked alike
-    (``.chunk(num_output_chunks, dim=1)``): per-chunk projections make the backward compute the
-    [vocab, dim] weight gradient once per chunk from thin [s / chunks] products and sum them (with a
-    151936 vocabulary, 1.5 s of a 5 s training step on 2 cores). The float32 upcast, which the
-    chunks exist to bound, still happens chunk by chunk in ``CEWithChunkedOutputLoss``.
-    [b, s, dim] -> list of [b, s / chunks, vocab] in the model dtype."""
-    return list(decoder.output(last_hidden_state).chunk(decoder.num_output_chunks, dim=1))
+    layers = []
+    for _ in range(num_layers):
+        attn = text_attention(
+            q_proj=nn.Linear(embed_dim, num_heads * head_dim, bias=True),
+            k_proj=nn.Linear(embed_dim, num_kv_heads * head_dim, bias=True),
+            v_proj=nn.Linear(embed_dim, num_kv_heads * head_dim, bias=True),
+            output_proj=nn.Linear(embed_dim, embed_dim, bias=False),
+            rope=rope, embed_dim=embed_dim, num_heads=num_heads, num_kv_heads=num_kv_heads, max_seq_len=max_seq_len,
+        )
+        layers.append(TransformerSelfAttentionLayer(
+            attn=attn,
+            mlp=qwen2_mlp(dim=embed_dim, hidden_dim=intermediate_dim),
+            sa_norm=Qwen2_5_VLTextRMSNorm(embed_dim, eps=norm_eps),
+            mlp_norm=Qwen2_5_VLTextRMSNorm(embed_dim, eps=norm_eps),
+        ))
+    tok_embeddings = nn.Embedding(vocab_size, embed_dim)
+    output = TiedLinear(tok_embeddings) if tie_word_embeddings else nn.Linear(embed_dim, vocab_size, bias=False)
+    return text_decoder(layers=layers, tok_embeddings=tok_embeddings, output=output, embed_dim=embed_dim,
+                        num_heads=num_heads, max_seq_len=max_seq_len, norm_eps=norm_eps)
 
 
 def qwen2_5_vl(
@@ -271,7 +284,7 @@ def qwen2_5_vl(
         vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, intermediate_dim (int): decoder
             sizes (HF: vocab_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
             hidden_size, intermediate_size).
-        max_seq_len (int): longest sequence (KV cache size, cached rotary table).
+        max_seq_len (int): longest sequence (the KV cache size).
         norm_eps (float): RMSNorm epsilon (HF: rms_norm_eps).
         rope_base (float): rotary base (HF: rope_theta).
         mrope_section (list[int]): frequencies per axis (t, h, w), summing to head_dim / 2.

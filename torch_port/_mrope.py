@@ -8,8 +8,12 @@ from axis ``i % 3``. ``cos``/``sin`` of ``cat(angles, angles)`` then rotate each
 style: ``x * cos + rotate_half(x) * sin``. Text tokens have the same position on all three axes,
 so for text this is the plain 1-D rotary of Qwen2.
 
-The tables are float32 whatever the module's dtype (``module.to(torch.bfloat16)`` rebuilds them in
-float32), then cast to ``x``'s dtype, and the rotation runs in ``x``'s dtype - what HF does.
+The angles are computed on every call from the positions (HF's own expression: ``pos.float() *
+inv_freq``, then ``cos`` / ``sin``), with no cached table: a table covers ``0 .. max_seq_len - 1``
+only, and choosing between it and the on-the-fly form needs the positions' range on the host (a
+device-to-host sync per layer on a GPU, a graph break under ``torch.compile``). ``inv_freq`` stays
+float32 whatever the module's dtype (``module.to(torch.bfloat16)`` rebuilds it in float32); the
+cos / sin are cast to ``x``'s dtype and the rotation runs in ``x``'s dtype - what HF does.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ class Qwen2_5_VLRotaryPositionalEmbeddings(nn.Module):
         dim (int): head dim (even).
         mrope_section (list[int]): frequencies per axis (time, height, width); sums to ``dim // 2``.
         base (float): rotary base (``rope_theta``; 1e6 in the released checkpoints).
-        max_seq_len (int): positions ``0 .. max_seq_len - 1`` come from a cached table; others
-            (long videos, negative ids) are computed on the fly with the same float32 math.
+        max_seq_len (int): the longest sequence of the model (torchtune's argument); any position,
+            also past it (long videos), rotates by the same float32 math.
     """
 
     def __init__(self, dim: int, mrope_section, base: float = 1e6, max_seq_len: int = 32768) -> None:
@@ -53,24 +57,12 @@ class Qwen2_5_VLRotaryPositionalEmbeddings(nn.Module):
         # HF's expression: float32 arange, Python-float base
         inv_freq = 1.0 / (self.base ** (torch.arange(0, self.dim, 2, dtype=torch.float32, device=device) / self.dim))
         self.register_buffer("theta", inv_freq, persistent=False)
-        self.build_rope_cache(self.max_seq_len)
-
-    def build_rope_cache(self, max_seq_len: int) -> None:
-        angles = torch.arange(max_seq_len, dtype=torch.float32, device=self.theta.device)[:, None] * self.theta
-        self.register_buffer("cache", torch.stack([angles.cos(), angles.sin()]), persistent=False)  # [2, L, d/2]
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
-        if self.theta.dtype != torch.float32 or self.cache.dtype != torch.float32:
-            self.rope_init(device=self.theta.device)  # a cast rounded the tables: rebuild them in float32
+        if self.theta.dtype != torch.float32:
+            self.rope_init(device=self.theta.device)  # a cast rounded the frequencies: rebuild them in float32
         return self
-
-    def _cos_sin(self, pos: torch.Tensor) -> torch.Tensor:
-        """[2, 3, b, s, d/2] float32 cos and sin of every axis' angles."""
-        if pos.numel() and int(pos.min()) >= 0 and int(pos.max()) < self.max_seq_len:
-            return self.cache[:, pos]
-        angles = pos[..., None].float() * self.theta.to(pos.device)
-        return torch.stack([angles.cos(), angles.sin()])
 
     def forward(self, x: torch.Tensor, *, input_pos: torch.Tensor | None = None) -> torch.Tensor:
         """Rotate ``x`` ``[b, s, n_heads, head_dim]``; ``input_pos`` is ``[b, s]`` (the same position
@@ -88,10 +80,11 @@ class Qwen2_5_VLRotaryPositionalEmbeddings(nn.Module):
                              f"got {list(input_pos.shape)}")
         if pos.is_floating_point():
             raise ValueError(f"input_pos must hold integer positions, got dtype {pos.dtype}")
-        table = self._cos_sin(pos.to(self.theta.device))  # [2, 3, b, s, d/2]
+        angles = pos.to(self.theta.device)[..., None].float() * self.theta  # [3, b, s, d/2] float32
         # chunk i of the frequencies comes from axis i % 3 (time, height, width)
-        chunks = table.split(self.mrope_section, dim=-1)
-        table = torch.cat([chunk[:, i % 3] for i, chunk in enumerate(chunks)], dim=-1)
-        table = torch.cat([table, table], dim=-1).to(device=x.device, dtype=x.dtype)  # [2, b, s, d]
-        cos, sin = table[0, :, :, None], table[1, :, :, None]
+        angles = torch.cat([chunk[i % 3] for i, chunk in enumerate(angles.split(self.mrope_section, dim=-1))], dim=-1)
+        cos, sin = angles.cos(), angles.sin()  # [b, s, d/2]
+        # [b, s, 1, d]: the halves repeat (rotate_half pairs i with i + d/2); the same for every head
+        cos = torch.cat([cos, cos], dim=-1)[:, :, None].to(device=x.device, dtype=x.dtype)
+        sin = torch.cat([sin, sin], dim=-1)[:, :, None].to(device=x.device, dtype=x.dtype)
         return x * cos + rotate_half(x) * sin
