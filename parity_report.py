@@ -8,6 +8,7 @@ case and say, stage by stage, where it differs and whether interpolation or prec
     uv run parity_report.py --case tv_photo_chelsea --interpolation exact,torchvision,pil  # HF's default path
     uv run parity_report.py --case video_5_frames                 # the port's video transform + tower
     uv run parity_report.py --list                            # the cases
+    uv run parity_report.py --case photo_astronaut --dump my_port.safetensors   # any port's stage dump
 
 Per stage: shape, max abs, mean abs, max relative error (max|a-b| / max|golden|) of the whole
 run (accumulated) and of the stage fed its golden input (local), the tolerance
@@ -24,8 +25,18 @@ Variants, each a switch, alone or together:
         pixels (precision only), and on each variant's pixels (combined)
   --device cpu,cuda                                  cuda is skipped (with a note) when unavailable
 
+  --dump PATH                                        compare a stage dump instead of running an
+        implementation: a safetensors file of any subset of the case's stages under the golden's
+        names (docs/golden-format.md), in any float dtype, written by any implementation; each
+        stage judged at its dtype's tolerance (--precision DTYPE: the dtype it computed in, when it
+        stored another), --config restricts it to one tower. Ends with the first stage out of
+        tolerance and an attribution line (parity.dump). Without --case the dump's metadata
+        "case" is used when present.
+
 The markdown goes to stdout and to --out; --plot writes a PNG of the error per stage (log scale)
-when matplotlib is importable. Exit status: 0 (written), 2 (bad arguments).
+when matplotlib is importable. Exit status: 0 (written), 2 (bad arguments); with --dump: 0 every
+stage in the dump within tolerance, 1 otherwise, 2 no stage of the case in the dump or a stage that
+cannot be compared (named).
 """
 
 import argparse
@@ -44,7 +55,8 @@ def parse_args(argv=None):
     from parity.variants import VARIANTS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", default=DEFAULT_CASE, help=f"golden case or scenario (default {DEFAULT_CASE})")
+    parser.add_argument("--case", default=None, help=f"golden case or scenario (default {DEFAULT_CASE}; with --dump: "
+                                                     "the dump's metadata 'case' when present)")
     parser.add_argument("--config", default=None,
                         help="tower config: tiny_a, tiny_b (image cases, two_frames), 3b (full_size_3b, and the "
                              "in-memory scenarios: built on the fly, about a minute); default: the case's first")
@@ -63,7 +75,13 @@ def parse_args(argv=None):
     parser.add_argument("--plot", default="reports/parity.png", help="PNG plot (default reports/parity.png; '' for "
                                                                     "none)")
     parser.add_argument("--list", action="store_true", help="list the cases and their tower configs, then exit")
+    parser.add_argument("--dump", default=None, help="a safetensors stage dump of any implementation to compare "
+                                                     "with the case's golden (see above)")
     args = parser.parse_args(argv)
+    if args.dump is not None:
+        _check_dump_args(parser, args)
+    if args.case is None:
+        args.case = DEFAULT_CASE
 
     args.variants = _split(args.interpolation)
     bad = [v for v in args.variants if v not in VARIANTS]
@@ -90,6 +108,56 @@ def parse_args(argv=None):
     return parser, args
 
 
+def _check_dump_args(parser, args):
+    """--dump compares a file: the switches that run an implementation are refused, not ignored."""
+    from parity.dump_file import FLOAT_DTYPES
+
+    clashes = [name for name, given in (("--interpolation", args.interpolation), ("--impl", args.impl != "port"),
+                                        ("--device", args.device != "cpu,cuda")) if given]
+    if clashes:
+        parser.error(f"--dump compares a file; {', '.join(clashes)} run an implementation: use one or the other")
+    if args.precision is not None and (len(_split(args.precision)) != 1 or args.precision not in FLOAT_DTYPES):
+        parser.error(f"with --dump, --precision is the one dtype the implementation computed in "
+                     f"({', '.join(FLOAT_DTYPES)}), not {args.precision!r}")
+    if args.case is None:
+        from parity.dump_file import DumpError, dump_metadata
+
+        try:
+            args.case = dump_metadata(args.dump).get("case")
+        except (OSError, DumpError):
+            args.case = None
+
+
+def run_dump(parser, args, log):
+    """parity_report.py --dump: compare the file, print and write the report; the exit code."""
+    from parity.dump import compare_dump, dump_markdown
+    from parity.dump_file import DumpError
+    from parity.printing import plot_runs
+
+    try:
+        report = compare_dump(args.case, args.dump, config=args.config, dtype=args.precision)
+    except DumpError as error:
+        print(f"parity_report.py: cannot read the dump: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        parser.error(str(error))
+    markdown = dump_markdown(report)
+    print(markdown)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown + "\n")
+        log(f"wrote {out}")
+    if args.plot and report:
+        plot = Path(args.plot)
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        if plot_runs([report.as_run()], plot, title=f"{args.case}: dump {Path(args.dump).name}") is None:
+            log("matplotlib is not importable: no plot written (the markdown report is complete)")
+        else:
+            log(f"wrote {plot}")
+    return report.exit_code
+
+
 def main(argv=None):
     parser, args = parse_args(argv)
     from parity.cases import case_names, load_case
@@ -100,11 +168,14 @@ def main(argv=None):
         for name in case_names():
             print(name)
         return 0
-    if args.case not in case_names():
-        parser.error(f"unknown --case {args.case!r}; known: {', '.join(case_names())}")
 
     def log(message):
         print(message, file=sys.stderr, flush=True)
+
+    if args.dump is not None:
+        return run_dump(parser, args, log)
+    if args.case not in case_names():
+        parser.error(f"unknown --case {args.case!r}; known: {', '.join(case_names())}")
 
     case = load_case(args.case, configs=(args.config,) if args.config else None)
     config = args.config or next(iter(case.towers), None)  # None: the case stores no tower (tv_*)

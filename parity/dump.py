@@ -31,7 +31,7 @@ compared (shape, dtype; named in ``problems``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +254,29 @@ class DumpReport(list):
     @property
     def first_failure(self):
         return next((row for row in self if not row.ok), None)
+
+    @property
+    def title(self):
+        return f"dump {self.dump or 'in memory'}"
+
+    def as_run(self):
+        """The report as one run for ``parity.printing.plot_runs``: the image stages and one tower's
+        (``config``, or the first in the dump), tower names without their prefix."""
+        from types import SimpleNamespace
+
+        from goldenlib.cases import TOWERS
+
+        tower = self.config or next((r.stage.split(".")[0] for r in self if r.stage.split(".")[0] in TOWERS), None)
+        rows = []
+        for row in self:
+            head, _, base = row.stage.partition(".")
+            stage = base if base and head == tower else row.stage
+            try:
+                stage_kind(stage)
+            except ValueError:
+                continue  # another tower's stage, or one the plot has no place for (input, positions)
+            rows.append(replace(row, stage=stage))
+        return SimpleNamespace(rows=rows, title=self.title, first_failure=next((r for r in rows if not r.ok), None))
 
     @property
     def exit_code(self):
@@ -500,9 +523,38 @@ def attribute_dump(report, golden):
                                             f"({size}): a model cast with .to({low}) after it was built casts HF's "
                                             "rotary buffer too; from_pretrained(..., dtype=...) keeps it float32")
     tower, base = split_name(first.stage, golden.towers)
+    if _unpermuted_windows(golden, tower, base, first):
+        return Attribution("order", f"order: `{first.stage}` ({size}) is what block {base.split('.')[1]} gives when its "
+                                    "window segments are applied to rows left in merge-block order (no window_index "
+                                    "permutation before block 0): the window order; an order mistake, not a "
+                                    "precision one")
     return Attribution("tower", f"tower: {_image_state(report)}; the tower differs at `{first.stage}` ({size}), "
                                 f"beyond the {first.judged_as} tolerance and any lower precision's: the computation "
                                 f"differs, not its rounding; look at {_tower_hint(report, golden, tower, base)}")
+
+
+def _unpermuted_windows(golden, tower, base, first):
+    """Whether a window block's ``attn_residual`` in the dump is what the block computes from its
+    golden input with the window segments applied to UNPERMUTED rows (the spec's window-order mistake),
+    within the loosest precision's bound. Recomputed with the NumPy reference and the tower's weights."""
+    parts = base.split(".")
+    if len(parts) != 3 or parts[0] != "blocks" or parts[2] != "attn_residual":
+        return False
+    i, config = int(parts[1]), golden.towers[tower]
+    source = f"{tower}.patch_embed" if i == 0 else f"{tower}.blocks.{i - 1}.output"
+    if i in config.fullatt_block_indexes or source not in golden.tensors:
+        return False
+    from reference.vision import cast, nest_weights, vision_block
+
+    from .cases import tower_weights
+
+    t = golden.tensors
+    block = cast(nest_weights(tower_weights(tower), config)["blocks"][i], np.float64)
+    trace = {}
+    vision_block(np.asarray(t[source], np.float64), t[f"{tower}.rotary_cos"], t[f"{tower}.rotary_sin"],
+                 t[f"{tower}.cu_window_seqlens"], **block, num_heads=config.num_heads, act=config.hidden_act,
+                 trace=trace)
+    return abs_errors(first.values, trace["attn_residual"])[2] <= order_bound(first.kind, 0.0, first.dtype)
 
 
 def _tower_hint(report, golden, tower, base):
