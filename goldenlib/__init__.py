@@ -10,5 +10,8 @@
 * :mod:`goldenlib.position_goldens`, :mod:`goldenlib.hf_positions` - the positions cases (placeholder
   expansion, mRoPE position ids, text rotary): the reference's stages and HF's.
 * :mod:`goldenlib.store` - the files: safetensors per case, sha256 manifest, atomic replacement.
+* :mod:`goldenlib.rewrite` - which goldens a regeneration rewrites (only what moved beyond its bound).
+* :mod:`goldenlib.verified` - ``golden/VERIFIED.json``: what the goldens were last verified with.
+* :mod:`goldenlib.drift` - the ``--check`` drift report.
 * :mod:`goldenlib.blas` - the OpenBLAS kernel the float64 goldens were computed with.
 """

@@ -3,10 +3,11 @@
 The reference's float64 tower goes through NumPy's OpenBLAS, which picks a GEMM kernel per CPU
 family at start-up (or takes OPENBLAS_CORETYPE, which this workplace sets on some processors).
 Kernels block and fuse their sums differently, so float64 products differ in the last bits
-between kernels: about 1e-15 relative between SkylakeX and Haswell on the tiny towers. The
-goldens record the kernel they were written with; bit-for-bit comparisons of float64 tower
-stages hold under that kernel, and under another one within
-``goldenlib.tolerances.DRIFT_BOUNDS["float64"]``.
+between kernels: about 1e-15 relative between SkylakeX and Haswell on the tiny towers. Each golden
+records the kernel it was written with (``versions.openblas_kernel``), ``golden/VERIFIED.json`` the
+one it was last verified under. Float64 tower stages are bit for bit the same only under the
+writer's kernel (and CPU); everything that compares them - regeneration, ``--check``, the tests -
+holds them to ``goldenlib.tolerances.DRIFT_BOUNDS["float64"]``, so no result depends on the kernel.
 """
 
 import ctypes
