@@ -29,10 +29,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-# torchtune.training needs two names torchao 0.17 removed: run recipes through tune_recipes.<recipe>
-# (or call tune_recipes._torchao_compat.install() first), see that module
 from torchtune import training
 from torchtune.training.checkpointing._checkpointer import _CheckpointerInterface
 from torchtune.training.checkpointing._utils import (
@@ -48,8 +46,8 @@ from torchtune.training.checkpointing._utils import (
 )
 from torchtune.utils import get_logger
 
-from ._checkpoint import weight_files
 from ._convert_weights import drop_tied_output, qwen2_5_vl_hf_to_tune, qwen2_5_vl_tune_to_hf
+from ._hf_folder import read_json, read_tensors, tied_embeddings, vision_fields, weight_files
 
 __all__ = ["Qwen2_5_VLHFCheckpointer"]
 
@@ -114,7 +112,7 @@ class Qwen2_5_VLHFCheckpointer(_CheckpointerInterface):
             raise FileNotFoundError(f"{config_path} not found: checkpoint_dir must be an HF Qwen2.5-VL folder")
         check_outdir_not_in_ckptdir(ckpt_dir=self._checkpoint_dir, out_dir=self._output_dir)
         self._output_dir.mkdir(parents=True, exist_ok=True)
-        self._config = json.loads(config_path.read_text())
+        self._config = read_json(config_path)
         self._weight_map: Dict[str, str] = {}  # HF key -> shard number "0001", filled by load_checkpoint
         if checkpoint_files is None:
             checkpoint_files = self._files_from_folder()
@@ -140,8 +138,7 @@ class Qwen2_5_VLHFCheckpointer(_CheckpointerInterface):
 
     @property
     def tied(self) -> bool:
-        text = self._config.get("text_config") or {}
-        return bool(self._config.get("tie_word_embeddings") or text.get("tie_word_embeddings"))
+        return tied_embeddings(self._config)
 
     def load_checkpoint(self) -> Dict[str, Any]:
         """-> ``{"model": port state dict}`` (+ ``"adapter"`` and the recipe state when resuming).
@@ -153,7 +150,7 @@ class Qwen2_5_VLHFCheckpointer(_CheckpointerInterface):
         merged: Dict[str, torch.Tensor] = {}
         self._weight_map = {}
         for number, path in enumerate(self._checkpoint_paths, start=1):
-            shard = load_file(str(path))
+            shard = read_tensors([path])
             self._weight_map.update({key: f"{number:04}" for key in shard})
             merged.update(shard)
         model = qwen2_5_vl_hf_to_tune(merged)
@@ -168,12 +165,8 @@ class Qwen2_5_VLHFCheckpointer(_CheckpointerInterface):
         return out
 
     def _patch_geometry(self) -> dict:
-        vision = self._config.get("vision_config") or {}
-        return {
-            "in_channels": int(vision.get("in_channels", vision.get("in_chans", 3))),
-            "temporal_patch_size": int(vision.get("temporal_patch_size", 2)),
-            "patch_size": int(vision.get("patch_size", 14)),
-        }
+        vision = vision_fields(self._config.get("vision_config") or {})
+        return {name: vision[name] for name in ("in_channels", "temporal_patch_size", "patch_size")}
 
     def _write_model(self, folder: Path, model_state: Dict[str, torch.Tensor]) -> None:
         hf = qwen2_5_vl_tune_to_hf(model_state, **self._patch_geometry())
