@@ -68,6 +68,7 @@ EXACT_KINDS = ("image", "index", "positions")
 LOWER = {"float64": ("float32", "float16", "bfloat16"), "float32": ("float16", "bfloat16"), "float16": ("bfloat16",),
          "bfloat16": ()}
 EXIT_OK, EXIT_FAIL, EXIT_CANNOT = 0, 1, 2
+KNOWN_FORMATS = ("1",)  # golden format versions this reader understands (docs/golden-format.md)
 
 # Where each tower stage's own computation can go wrong (docs/spec.md, "where ports go wrong").
 HINTS = {
@@ -117,6 +118,9 @@ def load_golden(name):
     if not registered.stored:
         raise ValueError(f"case {name!r} is not stored")
     tensors, meta = store.read_case(name)
+    if str(meta.get("format_version")) not in KNOWN_FORMATS:
+        raise ValueError(f"golden {name} has format_version {meta.get('format_version')!r}; this reader knows "
+                         f"{', '.join(KNOWN_FORMATS)} (docs/golden-format.md, versioning rule)")
     towers = {t: TOWERS[t].config for t in TOWERS if any(key.startswith(f"{t}.") for key in tensors)}
     backend = None
     if registered.kind == "image":
