@@ -4,8 +4,9 @@ A map-style dataset of ``images`` PIL photos (640x480 by default, ``run.make_ima
 each) whose ``__getitem__`` runs one implementation on one image: the port's
 ``Qwen2_5_VLImageTransform`` and HF's processor of the same backend (``Qwen2VLImageProcessorPil``
 for "pil", ``Qwen2VLImageProcessor`` for "torchvision"). ``DataLoader(num_workers=2,
-batch_size=None, persistent_workers=True)``: one warm-up epoch (workers start, caches fill), then
-``rounds`` timed epochs; each row is the median epoch's wall time per image, which includes handing
+batch_size=None, persistent_workers=True)``: one warm-up epoch each (workers start, caches fill),
+then ``rounds`` rounds of one timed epoch per implementation, taking turns; each row is the median
+epoch's wall time per image, which includes handing
 each ``pixel_values`` back to the main process (the same for every implementation). The workers
 keep torch's default there (1 thread each); the main process only receives.
 
@@ -94,13 +95,15 @@ def dataloader_section(width: int = 640, height: int = 480, images: int = 48, ro
     impls = implementations() if impls is None else impls
     photos = [PIL.Image.fromarray(make_image(width, height, seed=i)) for i in range(images)]
     outputs = {name: fn(photos[0]) for name, (_, fn) in impls.items()}  # in this process: the exactness check
-    times = {}
-    for name, (_, fn) in impls.items():
-        loader = DataLoader(_Images(photos, fn), batch_size=None, shuffle=False, num_workers=workers,
-                            persistent_workers=workers > 0)
-        epoch_seconds(loader)  # warm-up: workers start, imports and tables made there
-        times[name] = [epoch_seconds(loader)[0] / images for _ in range(rounds)]
-        del loader  # its workers stop before the next implementation's start
+    loaders = {name: DataLoader(_Images(photos, fn), batch_size=None, shuffle=False, num_workers=workers,
+                                persistent_workers=workers > 0) for name, (_, fn) in impls.items()}
+    for loader in loaders.values():
+        epoch_seconds(loader)  # warm-up: workers start, tables made there; they then wait, idle
+    times = {name: [] for name in impls}
+    for _ in range(rounds):  # rounds over the implementations: a load change hits all of them alike
+        for name, loader in loaders.items():
+            times[name].append(epoch_seconds(loader)[0] / images)
+    del loaders  # the workers stop
     rows = []
     for name, (backend, _) in impls.items():
         base = "HF Qwen2VLImageProcessorPil" if backend == "pil" else "HF Qwen2VLImageProcessor (torchvision)"

@@ -108,17 +108,21 @@ def patchify_levels(levels: np.ndarray, table: np.ndarray, patch_size: int, merg
 
     HF: reshape the [C, H, W] image to (C, gh/m, m, p, gw/m, m, p), transpose to
     [gh/m, gw/m, m, m, C, p, p], repeat the frame ``tp`` times after C. Here the same transpose is
-    applied to the uint8 levels, and each channel's levels are looked up in its row of the table
-    straight into the first time step of the output; the other time steps are copies of it.
+    applied to the uint8 levels, one row of merge blocks at a time (its temporaries stay in the CPU
+    cache), and each channel's levels are looked up in its row of the table straight into the first
+    time step of the output; the other time steps are copies of it.
     """
     height, width, channels = levels.shape
     p, m, tp = patch_size, merge_size, temporal_patch_size
     gh, gw = height // p, width // p
-    blocks = levels.reshape(gh // m, m, p, gw // m, m, p, channels).transpose(0, 3, 1, 4, 6, 2, 5)
     out = np.empty((gh // m, gw // m, m, m, channels, tp, p, p), table.dtype)
-    for c in range(channels):
-        np.take(table[c], blocks[:, :, :, :, c], out=out[:, :, :, :, c, 0])
-    out[:, :, :, :, :, 1:] = out[:, :, :, :, :, :1]
+    row_levels = np.empty((gw // m, m, m, channels, p, p), np.uint8)  # one row of merge blocks
+    for row in range(gh // m):
+        pixels = levels[row * m * p:(row + 1) * m * p].reshape(m, p, gw // m, m, p, channels)
+        row_levels[...] = pixels.transpose(2, 0, 3, 5, 1, 4)  # [gw/m, m, m, C, p, p]
+        for c in range(channels):
+            np.take(table[c], row_levels[:, :, :, c], out=out[row, :, :, :, c, 0])
+        out[row, :, :, :, :, 1:] = out[row, :, :, :, :, :1]  # the frame repeated in time
     return out.reshape(gh * gw, channels * tp * p * p)
 
 
