@@ -17,7 +17,9 @@
   is within tolerance, and a planted padding bug is caught.
 """
 
-import os
+import contextlib
+import io
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -144,19 +146,34 @@ def test_seed_scenario_numbers():
 
 
 def _run_report(tmp_path, *args, block_matplotlib=False):
+    """``python parity_report.py ...`` run in this process (runpy as __main__: no interpreter start and
+    torch import per call); its exit status, stdout and stderr as a CompletedProcess."""
     out, plot = tmp_path / "parity.md", tmp_path / "parity.png"
     argv = ["parity_report.py", "--case", "photo_coffee", "--config", "tiny_b", "--precision", "float32",
             "--interpolation", "exact,float", "--device", "cpu", "--out", str(out), "--plot", str(plot), *args]
-    code = (f"import runpy, sys; sys.argv = {argv!r}; "
-            + ("sys.modules['matplotlib'] = None; " if block_matplotlib else "")
-            + "runpy.run_path('parity_report.py', run_name='__main__')")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False,
-                            timeout=300)
-    return result, out, plot
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_argv, hidden = sys.argv, {}
+    if block_matplotlib:  # as `sys.modules['matplotlib'] = None` does in a fresh interpreter
+        hidden = {name: sys.modules.pop(name) for name in list(sys.modules)
+                  if name == "matplotlib" or name.startswith("matplotlib.")}
+        sys.modules["matplotlib"] = None
+    try:
+        sys.argv = argv
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                runpy.run_path(str(ROOT / "parity_report.py"), run_name="__main__")
+                code = 0
+            except SystemExit as exit:
+                code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        if block_matplotlib:
+            del sys.modules["matplotlib"]
+            sys.modules.update(hidden)
+    return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue()), out, plot
 
 
-@pytest.mark.slow  # subprocess
+@pytest.mark.slow  # the whole command
 def test_command_writes_markdown_and_plot(tmp_path):
     result, out, plot = _run_report(tmp_path)
     assert result.returncode == 0, result.stderr
@@ -175,7 +192,7 @@ def test_command_writes_markdown_and_plot(tmp_path):
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow  # subprocess
+@pytest.mark.slow  # the whole command
 def test_command_without_matplotlib_still_writes_markdown(tmp_path):
     result, out, plot = _run_report(tmp_path, block_matplotlib=True)
     assert result.returncode == 0, result.stderr
@@ -184,7 +201,7 @@ def test_command_without_matplotlib_still_writes_markdown(tmp_path):
     assert not plot.exists()
 
 
-@pytest.mark.slow  # subprocess
+@pytest.mark.slow  # the whole command
 def test_command_rejects_bad_arguments(tmp_path):
     for bad in (["--interpolation", "nearest"], ["--precision", "int8"], ["--case", "nope"]):
         result, _, _ = _run_report(tmp_path, *bad)
