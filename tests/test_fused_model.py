@@ -18,6 +18,7 @@ import torch
 
 
 import torch_port  # noqa: E402
+from torch_port._hf_folder import vision_encoder_kwargs  # noqa: E402
 from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, rel_error  # noqa: E402
 from hf_tiny_vl import (  # noqa: E402
     IMAGE_PAD,
@@ -297,8 +298,7 @@ def test_recipe_style_call_and_freezing():
     assert all(p.requires_grad for p in frozen.parameters())
     config = config_dict("untied_mha")
     with torch.device("meta"):
-        encoder = torch_port.qwen2_5_vision_encoder(**{k: v for k, v in config["vision_config"].items()
-                                                       if k != "tokens_per_second"})
+        encoder = torch_port.qwen2_5_vision_encoder(**vision_encoder_kwargs(config["vision_config"]))
         part = torch_port.qwen2_5_vl(
             encoder=encoder, vocab_size=97, num_layers=2, num_heads=4, num_kv_heads=4, embed_dim=48,
             intermediate_dim=80, max_seq_len=64, norm_eps=1e-6, rope_base=1e6, mrope_section=[2, 2, 2],
@@ -312,7 +312,7 @@ def test_load_hf_model_bfloat16():
     low = torch_port.load_hf_model(config_dict("tied_gqa"), hf.state_dict(), dtype=torch.bfloat16)
     assert {p.dtype for p in low.parameters()} == {torch.bfloat16}
     rope = low.decoder.layers[0].attn.pos_embeddings
-    assert rope.cache.dtype == torch.float32  # the mRoPE tables stay float32, as HF's
+    assert rope.theta.dtype == torch.float32  # the mRoPE frequencies stay float32, as HF's
     ids, ig, vg, ipv, vpv = _prompt("one_image")
     with torch.no_grad():
         out = low(ids, encoder_input=_encoder_input(ig, vg, ipv, vpv), input_pos=_positions(ids, ig, vg))

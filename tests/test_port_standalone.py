@@ -3,7 +3,11 @@
 * no module of the project (``reference``, ``goldenlib``, ``parity``, ``hfcheck``) is imported by
   any of its files, and its only third-party imports are torch, numpy, Pillow and safetensors,
   plus the optional torchtune (the whole model) and torchvision (one image backend): at module
-  level only in the modules of ``torch_port._LAZY``, elsewhere only inside functions;
+  level only in the modules ``__init__`` imports once torchtune is found, elsewhere only inside
+  functions;
+* without torchtune, ``import torch_port`` and ``from torch_port import *`` work and a whole-model
+  name raises one ImportError naming the ``torchtune`` extra; with it, every whole-model name is
+  there from the start;
 * the helpers it keeps for itself (smart_resize, the normalize table, Pillow's pass order, the
   config rules) equal the reference's, which are checked against HF elsewhere;
 * copied alone into a temporary folder under another package name, it imports, loads a
@@ -13,6 +17,7 @@
 
 import ast
 import importlib
+import importlib.abc
 import json
 import shutil
 import subprocess
@@ -20,6 +25,7 @@ import sys
 import textwrap
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import PIL.Image
@@ -29,7 +35,7 @@ import torch
 import torch_port
 from reference import VisionConfig
 from torch_port import _smart_resize, _transform
-from torch_port._config import encoder_kwargs
+from torch_port._hf_folder import vision_encoder_kwargs, vision_fields as encoder_kwargs
 
 from checkpoint_folder import VISION_CONFIG_JSON, write_checkpoint
 
@@ -62,16 +68,76 @@ def _imports(path: Path, module_level: bool = False) -> set[str]:
 
 def test_no_project_imports():
     files = sorted(PORT_DIR.glob("*.py"))
-    assert {f.name for f in files} >= {"__init__.py", "_encoder.py", "_transform.py", "_checkpoint.py"}
+    assert {f.name for f in files} >= {"__init__.py", "_encoder.py", "_transform.py", "_hf_folder.py"}
     by_file = {f.name: _imports(f) for f in files}
     project = {name: sorted(found & PROJECT_PACKAGES) for name, found in by_file.items() if found & PROJECT_PACKAGES}
     assert not project, f"torch_port imports project modules: {project}"
     outside = set().union(*by_file.values()) - set(sys.stdlib_module_names)
     assert outside - OPTIONAL == THIRD_PARTY, f"third-party imports of torch_port: {sorted(outside)}"
-    lazy = {module.lstrip(".") + ".py" for module in torch_port._LAZY.values()}
-    eager = {f.name: sorted(_imports(f, module_level=True) & OPTIONAL) for f in files if f.name not in lazy}
-    assert not {name: found for name, found in eager.items() if found}, (
-        f"torchtune/torchvision imported at module level outside the lazy modules {sorted(lazy)}: {eager}")
+    # what `import torch_port` loads without torchtune: __init__'s own module-level imports (not
+    # those under its `if`) and, transitively, the module-level relative imports of those files
+    eager, todo = set(), ["__init__.py"]
+    while todo:
+        name = todo.pop()
+        if name in eager:
+            continue
+        eager.add(name)
+        todo += [f"{module}.py" for module in _relative_imports(PORT_DIR / name)]
+    found = {f: sorted(_imports(PORT_DIR / f, module_level=True) & OPTIONAL) for f in sorted(eager)}
+    assert not {f: names for f, names in found.items() if names}, (
+        f"torchtune/torchvision imported at module level by what `import torch_port` always loads: {found}")
+    assert {"_encoder.py", "_transform.py", "_video_transform.py", "_hf_folder.py", "_component_builders.py"} <= eager
+
+
+def _relative_imports(path: Path) -> set[str]:
+    """Modules of the folder a file imports when it is imported (top-level ``from .x import``;
+    ``__init__``'s imports under ``if torchtune is there`` are not top-level)."""
+    names = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_whole_model_names_without_torchtune():
+    """torchtune unimportable: ``import torch_port`` and ``from torch_port import *`` work, the tower
+    and transform build, a whole-model name raises one ImportError that names the extra."""
+    class NoTorchtune(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torchtune", "torchao"):
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+
+    with mock.patch.dict(sys.modules), mock.patch.object(sys, "meta_path", [NoTorchtune(), *sys.meta_path]):
+        for name in [m for m in sys.modules if m.split(".")[0] in ("torch_port", "torchtune", "torchao")]:
+            del sys.modules[name]
+        fresh = importlib.import_module("torch_port")
+        assert fresh is not torch_port
+        namespace = {}
+        exec("from torch_port import *", namespace)
+        assert {"qwen2_5_vision_encoder", "Qwen2_5_VLImageTransform", "load_hf_checkpoint"} <= set(namespace)
+        assert not set(namespace) & set(fresh._TORCHTUNE_NAMES)
+        fresh.qwen2_5_vision_encoder(embed_dim=32, num_layers=1, num_heads=2, intermediate_dim=40, out_dim=24,
+                                     patch_size=14, temporal_patch_size=2, spatial_merge_size=2, window_size=112,
+                                     fullatt_block_indexes=[0], in_channels=3)
+        fresh.Qwen2_5_VLImageTransform()
+        for name in ("qwen2_5_vl_3b", "Qwen2_5_VLHFCheckpointer", "qlora_qwen2_5_vl_7b", "load_hf_model"):
+            with pytest.raises(ImportError, match=rf"torch_port\.{name} .*needs torchtune.*`torchtune` extra"):
+                getattr(fresh, name)
+        with pytest.raises(AttributeError, match="no attribute 'Bogus'"):
+            fresh.Bogus  # noqa: B018
+        assert not any(m.split(".")[0] in ("torchtune", "torchao") for m in sys.modules)
+
+
+def test_whole_model_names_with_torchtune():
+    """torchtune installed: every whole-model name is an attribute from the start (no first-use
+    import), ``from torch_port import *`` gives them all, and ``__all__`` names only what exists."""
+    assert set(torch_port._TORCHTUNE_NAMES) <= set(vars(torch_port)) and set(torch_port._TORCHTUNE_NAMES) <= set(
+        torch_port.__all__)
+    namespace = {}
+    exec("from torch_port import *", namespace)
+    assert set(namespace) - {"__builtins__"} == set(torch_port.__all__)
+    assert len(torch_port.__all__) == len(set(torch_port.__all__))
+    assert torch_port.Qwen2_5_VLHFCheckpointer.__module__ == "torch_port._checkpointer"
 
 
 # ------------------------------------------------ the port's own helpers == the reference's
@@ -232,7 +298,7 @@ def test_copied_folder_runs_alone(tmp_path):
     shutil.copytree(PORT_DIR, folder / "qwen2_5_vision", ignore=shutil.ignore_patterns("__pycache__"))
     torch.manual_seed(1)
     weights = torch_port.qwen2_5_vision_tune_to_hf(
-        torch_port.qwen2_5_vision_encoder(**{**encoder_kwargs(VISION_CONFIG_JSON)}).state_dict()
+        torch_port.qwen2_5_vision_encoder(**vision_encoder_kwargs(VISION_CONFIG_JSON)).state_dict()
     )
     write_checkpoint(tmp_path / "ckpt", weights, dtype=torch.float32)
     # the project, and the optional torchtune and torchvision, are unreachable: the encoder, the

@@ -1,19 +1,26 @@
-"""Qwen2.5-VL vision encoder and image transform in torch, laid out like a torchtune model folder.
+"""Qwen2.5-VL in torch, laid out like a torchtune model folder (``torchtune/models/qwen2_5_vision/``).
 
-Self-contained (torch, numpy, Pillow, safetensors): the folder can be copied into a torchtune
-checkout as ``torchtune/models/qwen2_5_vision/``. The whole model (torchtune's ``EarlyFusionModel``
-with the Qwen2 decoder) needs torchtune; its names are imported on first use (``_LAZY``), so
-``import torch_port``, the vision encoder and the transforms work without torchtune installed.
+What is here:
+
+* the vision tower (``qwen2_5_vision_encoder``, ``Qwen2_5_VisionEncoder`` and its blocks, the 2D
+  rotary), the image and video transforms (``Qwen2_5_VLImageTransform``, ``Qwen2_5_VLVideoTransform``),
+  mRoPE positions (``qwen2_5_vl_rope_index``, ``Qwen2_5_VLRotaryPositionalEmbeddings``), weight-key
+  conversion (``qwen2_5_vl_hf_to_tune`` ...) and loading an HF folder's tower and processor
+  (``load_hf_checkpoint``, ``load_hf_vision``, ``load_hf_video_transform``): torch, numpy, Pillow
+  and safetensors only;
+* the whole model on torchtune: the component builders (``qwen2_5_vl_decoder``, ``qwen2_5_vl``,
+  ``lora_qwen2_5_vl_decoder``, ``lora_qwen2_5_vl``), the released sizes (``qwen2_5_vl_3b`` ...,
+  ``lora_qwen2_5_vl_3b`` / ``_7b``, ``qlora_qwen2_5_vl_3b`` / ``_7b``) and builders from an HF config
+  (``qwen2_5_vl_from_hf_config``), ``Qwen2_5_VLEarlyFusionModel``, the tokenizer / model transform,
+  dataset, collate, checkpointer and ``generate`` that torchtune's recipes and configs name.
+
+The whole-model names are imported with the package when torchtune is installed (the project's
+``torchtune`` extra); without it ``import torch_port``, the tower and the transforms still work and
+using a whole-model name raises an ImportError that names the extra.
 """
 
-import importlib
-
-import warnings
-
 from ._activations import ACTIVATIONS
-from ._checkpoint import load_hf_checkpoint, load_hf_vision
-from ._video_checkpoint import load_hf_video_transform
-from ._component_builders import qwen2_5_vision_encoder, qwen2_5_vl
+from ._component_builders import qwen2_5_vision_encoder
 from ._convert_weights import (
     qwen2_5_vision_hf_to_tune,
     qwen2_5_vision_tune_to_hf,
@@ -32,18 +39,14 @@ from ._encoder import (
     VisionLayout,
     segment_attention,
 )
+from ._hf_folder import load_hf_checkpoint, load_hf_video_transform, load_hf_vision
 from ._model_builders import (
-    qwen2_5_vl_3b,
-    qwen2_5_vl_7b,
-    qwen2_5_vl_32b,
-    qwen2_5_vl_72b,
     qwen2_5_vl_3b_vision_encoder,
     qwen2_5_vl_7b_vision_encoder,
     qwen2_5_vl_32b_vision_encoder,
     qwen2_5_vl_72b_vision_encoder,
     qwen2_5_vl_image_transform,
 )
-from ._model_loading import load_hf_model
 from ._mrope import Qwen2_5_VLRotaryPositionalEmbeddings
 from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding, apply_rotary_emb, vision_position_ids
 from ._rope_index import RopeIndexLayoutError, qwen2_5_vl_rope_index
@@ -70,7 +73,6 @@ __all__ = [
     "apply_rotary_emb",
     "expand_vision_tokens",
     "load_hf_checkpoint",
-    "load_hf_model",
     "load_hf_vision",
     "load_hf_video_transform",
     "qwen2_5_vision_encoder",
@@ -80,11 +82,6 @@ __all__ = [
     "qwen2_5_vl_7b_vision_encoder",
     "qwen2_5_vl_32b_vision_encoder",
     "qwen2_5_vl_72b_vision_encoder",
-    "qwen2_5_vl",
-    "qwen2_5_vl_3b",
-    "qwen2_5_vl_7b",
-    "qwen2_5_vl_32b",
-    "qwen2_5_vl_72b",
     "qwen2_5_vl_hf_to_tune",
     "qwen2_5_vl_tune_to_hf",
     "qwen2_5_vl_rope_index",
@@ -93,36 +90,74 @@ __all__ = [
     "vision_position_ids",
 ]
 
-# Old names that would shadow torchtune's modules of the same name once dropped into torchtune
-_RENAMED = {"RMSNorm": "Qwen2_5_VisionRMSNorm", "FeedForward": "Qwen2_5_VisionMLP"}
+# The whole model: these names need torchtune (and torchao), the project's ``torchtune`` extra
+_TORCHTUNE_NAMES = (
+    "Qwen2_5_VLEarlyFusionModel",
+    "Qwen2_5_VLHFCheckpointer",
+    "Qwen2_5_VLTextDecoder",
+    "Qwen2_5_VLTextRMSNorm",
+    "Qwen2_5_VLTransform",
+    "generate",
+    "load_hf_model",
+    "load_hf_model_checkpoint",
+    "lora_qwen2_5_vl",
+    "lora_qwen2_5_vl_3b",
+    "lora_qwen2_5_vl_7b",
+    "lora_qwen2_5_vl_decoder",
+    "lora_qwen2_5_vl_from_hf_config",
+    "padded_collate_qwen2_5_vl",
+    "qlora_qwen2_5_vl_3b",
+    "qlora_qwen2_5_vl_7b",
+    "qwen2_5_vl",
+    "qwen2_5_vl_3b",
+    "qwen2_5_vl_7b",
+    "qwen2_5_vl_32b",
+    "qwen2_5_vl_72b",
+    "qwen2_5_vl_chat_dataset",
+    "qwen2_5_vl_decoder",
+    "qwen2_5_vl_from_hf_config",
+)
 
+try:
+    import torchtune as _torchtune  # noqa: F401
+except ImportError as error:  # not installed (or blocked): the tower and transforms still work
+    _TORCHTUNE_MISSING: ImportError | None = error
+else:
+    _TORCHTUNE_MISSING = None
 
-# Names whose modules import torchtune: loaded on first access (name -> module of this folder)
-_LAZY: dict[str, str] = {
-    "Qwen2_5_VLEarlyFusionModel": "._fusion",
-    "Qwen2_5_VLTransform": "._model_transform",
-    "generate": "._generation",
-    "load_hf_model_checkpoint": "._model_checkpoint",
-    "padded_collate_qwen2_5_vl": "._collate",
-    "Qwen2_5_VLHFCheckpointer": "._checkpointer",
-    "qwen2_5_vl_chat_dataset": "._dataset",
-    "lora_qwen2_5_vl": "._lora",
-    "lora_qwen2_5_vl_3b": "._lora",
-    "lora_qwen2_5_vl_7b": "._lora",
-    "qwen2_5_vl_from_hf_config": "._hf_config_builders",
-    "lora_qwen2_5_vl_from_hf_config": "._hf_config_builders",
-}
+if _TORCHTUNE_MISSING is None:
+    from ._checkpointer import Qwen2_5_VLHFCheckpointer
+    from ._collate import padded_collate_qwen2_5_vl
+    from ._component_builders import qwen2_5_vl, qwen2_5_vl_decoder
+    from ._dataset import qwen2_5_vl_chat_dataset
+    from ._fusion import Qwen2_5_VLEarlyFusionModel
+    from ._generation import generate
+    from ._hf_folder import (
+        load_hf_model,
+        load_hf_model_checkpoint,
+        lora_qwen2_5_vl_from_hf_config,
+        qwen2_5_vl_from_hf_config,
+    )
+    from ._lora import (
+        lora_qwen2_5_vl,
+        lora_qwen2_5_vl_3b,
+        lora_qwen2_5_vl_7b,
+        lora_qwen2_5_vl_decoder,
+        qlora_qwen2_5_vl_3b,
+        qlora_qwen2_5_vl_7b,
+    )
+    from ._model_builders import qwen2_5_vl_3b, qwen2_5_vl_7b, qwen2_5_vl_32b, qwen2_5_vl_72b
+    from ._model_transform import Qwen2_5_VLTransform
+    from ._text_decoder import Qwen2_5_VLTextDecoder, Qwen2_5_VLTextRMSNorm
 
-__all__ += sorted(_LAZY)
+    __all__ += list(_TORCHTUNE_NAMES)
+else:
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    if name in _RENAMED:
-        new = _RENAMED[name]
-        warnings.warn(f"torch_port.{name} is deprecated; use torch_port.{new}", DeprecationWarning, stacklevel=2)
-        return globals()[new]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str):
+        if name in _TORCHTUNE_NAMES:
+            raise ImportError(
+                f"torch_port.{name} is part of the whole model, which needs torchtune: install the project's "
+                f"`torchtune` extra (torchtune==0.6.1, torchao==0.15.0); importing torchtune failed with: "
+                f"{_TORCHTUNE_MISSING}"
+            ) from _TORCHTUNE_MISSING
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
