@@ -317,3 +317,25 @@ def test_force_arguments_are_checked(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         generate_golden.main(args)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_no_full_keeps_full_size_3b(golden_copy):
+    """What a --no-full run writes: the cases it recomputed that moved; full_size_3b kept byte for byte
+    with its manifest entry (or, where there is none, named as not generated)."""
+    cases = {name: case for name, case in _stored_cases(golden_copy).items() if name != "full_size_3b"}
+    tensors, meta = cases["gray"]
+    cases["gray"] = (dict(tensors, normalized=tensors["normalized"] + np.float32(1e-3)), meta)
+    entry = store.load_manifest(golden_copy)["files"]["full_size_3b.safetensors"]
+    before = _snapshot(golden_copy)
+    code, out = _write(golden_copy, cases, partial=True)
+    assert code == 0 and "rewrote 1 golden file(s) (gray)" in out, out
+    assert _changed(before, golden_copy) == {"gray.safetensors", store.MANIFEST}  # report empty: CROSSCHECK kept
+    manifest = store.load_manifest(golden_copy)
+    assert manifest["files"]["full_size_3b.safetensors"] == entry and "not_generated" not in manifest
+    store.verify_file(golden_copy / "full_size_3b.safetensors", manifest)
+
+    (golden_copy / "full_size_3b.safetensors").unlink()  # a folder that never had it
+    manifest["files"].pop("full_size_3b.safetensors")
+    (golden_copy / store.MANIFEST).write_text(json.dumps(manifest))
+    assert _write(golden_copy, cases, partial=True)[0] == 0
+    assert store.load_manifest(golden_copy)["not_generated"] == {"full_size_3b.safetensors": "skipped by --no-full"}
