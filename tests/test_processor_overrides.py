@@ -137,6 +137,42 @@ def test_nested_processor_config_is_read_first(folder, tmp_path):
     assert_bit_equal(transform, hf, _images_for("nested"))
 
 
+SIZE_ONLY_OVERRIDES = {  # a file as HF 5.x saves it: size only, no top-level min/max_pixels
+    "none": {},
+    "size": {"size": {"shortest_edge": 28 * 28 * 20, "longest_edge": 28 * 28 * 40}},
+    "max_pixels": {"max_pixels": 28 * 28 * 6},
+    "size_pixel_keys_and_max_pixels": {"size": {"min_pixels": 28 * 28, "shortest_edge": 28 * 28 * 2},
+                                       "min_pixels": 28 * 28 * 3, "max_pixels": 28 * 28 * 9},
+}
+
+
+@pytest.mark.parametrize("name", list(SIZE_ONLY_OVERRIDES))
+def test_size_only_file(folder, tmp_path, name):
+    path = shutil.copytree(folder, tmp_path / "size_only")
+    config = json.loads((path / "preprocessor_config.json").read_text())
+    config["size"] = {"shortest_edge": config.pop("min_pixels"), "longest_edge": config.pop("max_pixels")}
+    (path / "preprocessor_config.json").write_text(json.dumps(config))
+    fields = SIZE_ONLY_OVERRIDES[name]
+    _, transform = torch_port.load_hf_checkpoint(path, torch.float32, **json.loads(json.dumps(fields)))
+    hf = hf_image_processor(path, None, json.loads(json.dumps(fields)))
+    assert (transform.min_pixels, transform.max_pixels) == (hf.size["shortest_edge"], hf.size["longest_edge"])
+    assert_bit_equal(transform, hf, _images_for(name))
+
+
+def test_size_without_edges_refused_as_hf_fails():
+    """size {"min_pixels", "max_pixels"} with no top-level fields: HF builds the processor, then its
+    first resize raises (no shortest_edge / longest_edge); the port refuses it at load."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from torch_port._hf_folder import image_transform_kwargs
+
+    size = {"min_pixels": 3136, "max_pixels": 12544}
+    with pytest.raises(ValueError, match="shortest_edge"):
+        _quiet(Qwen2VLImageProcessorPil(size=dict(size)), IMAGES["60x90"], return_tensors="np")
+    with pytest.raises(ValueError, match=r"size must be a dict with 'shortest_edge' and 'longest_edge' .*'min_pixels'"):
+        image_transform_kwargs({"size": size})
+
+
 # ---------------------------------------------------------------- refused, by name
 LOADERS = {
     "load_hf_checkpoint": lambda folder, **kw: torch_port.load_hf_checkpoint(folder, torch.float32, **kw),
