@@ -163,3 +163,38 @@ def test_transform_bad_input_named():
         Qwen2_5_VLImageTransform()({"image": np.zeros((30, 30, 3), np.float64)})
     with pytest.raises(TypeError, match="image"):
         Qwen2_5_VLImageTransform()({"image": [1, 2, 3]})
+
+
+class _Samples(torch.utils.data.Dataset):
+    def __init__(self, images, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.transform({"image": self.images[index], "index": index})
+
+
+@pytest.mark.parametrize("backend", ["pil", "torchvision"])
+def test_transform_in_dataloader_workers_starts_no_threads(backend):
+    """Where torchtune runs it, in 2 DataLoader workers: the same bits as in this process, and no
+    thread of its own (a pool per worker would oversubscribe the cores the workers share)."""
+    import threading
+
+    images = [PIL.Image.fromarray(photo(name)).resize((640, 480), PIL.Image.Resampling.BICUBIC)
+              for name in ("chelsea", "rocket", "coffee")]  # large enough for any pool to be worth starting
+    transform = Qwen2_5_VLImageTransform(backend=backend, max_pixels=28 * 28 * 64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # what a main process on 2 cores has
+    try:
+        before = threading.active_count()
+        here = [transform({"image": image}) for image in images]
+        assert threading.active_count() == before
+    finally:
+        torch.set_num_threads(threads)
+    loader = torch.utils.data.DataLoader(_Samples(images, transform), batch_size=None, num_workers=2)
+    for sample in loader:
+        want = here[sample["index"]]
+        assert torch.equal(sample["pixel_values"], want["pixel_values"])
+        assert torch.equal(sample["image_grid_thw"], want["image_grid_thw"])
