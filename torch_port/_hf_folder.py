@@ -613,8 +613,8 @@ def load_checked(module, converted: dict, origin: dict, problems: list, *, what:
     Every missing, misshaped and unexpected key (plus the caller's ``problems``) goes into one
     ValueError, non-finite tensors into another (:func:`check_finite`), each named by the key it
     came from (``origin``: port key -> source key; missing keys by their HF name). Parameters are
-    cast to ``dtype`` on ``device`` and assigned; meta buffers with a ``rope_init`` (the rotary
-    tables) are rebuilt there.
+    cast to ``dtype`` on ``device`` and assigned; meta buffers with a ``rope_init`` (mRoPE's
+    frequencies) are rebuilt there.
     """
     expected = module.state_dict()
     for key, value in expected.items():
@@ -629,7 +629,7 @@ def load_checked(module, converted: dict, origin: dict, problems: list, *, what:
     check_finite({origin[k]: v for k, v in converted.items()})
     params = {k: v.detach().to(device=device, dtype=dtype, copy=copy) for k, v in converted.items()}
     module.load_state_dict(params, strict=True, assign=True)
-    # non-persistent buffers (the mRoPE tables) were built on meta: rebuild them where the weights are
+    # non-persistent buffers (mRoPE's frequencies) were built on meta: rebuild them where the weights are
     for sub in module.modules():
         if hasattr(sub, "rope_init") and any(b.is_meta for b in sub.buffers(recurse=False)):
             sub.rope_init(device=torch.device(device))
