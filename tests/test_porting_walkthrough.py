@@ -11,8 +11,10 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
+import torch
 
 import parity_report
+from goldenlib.tolerances import PLANTED_BUG_MIN_ERROR, rel_error
 from parity import compare_dump
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,3 +68,37 @@ def test_script_file_through_the_command(tmp_path):
     assert code == 1
     assert "first stage out of tolerance: pixel_values" in text.getvalue()
     assert "attribution: order:" in text.getvalue()
+
+
+# ------------------------------------------------------------------ the page's HF pitfalls, on the installed HF
+
+
+def test_pitfall_without_mm_token_type_ids_positions_are_1d():
+    """Qwen2_5_VLForConditionalGeneration without mm_token_type_ids: no mRoPE positions, no warning."""
+    from hf_tiny_vl import hf_model, pixel_values, text_ids, token_types, vision_run
+
+    model = hf_model("tied_gqa")
+    generator = torch.Generator().manual_seed(0)
+    grid = torch.tensor([[1, 4, 6]])
+    ids = torch.tensor([text_ids(3, generator) + vision_run((1, 4, 6)) + text_ids(4, generator)])
+    inputs = dict(input_ids=ids, pixel_values=pixel_values(grid, generator), image_grid_thw=grid)
+    common = dict(image_grid_thw=grid, video_grid_thw=None, inputs_embeds=None, attention_mask=None, cache=None)
+    model.model.rope_deltas = None
+    assert model.model.compute_3d_position_ids(input_ids=ids, **common) is None  # falls back to 1-D
+    model.model.rope_deltas = None
+    assert model.model.compute_3d_position_ids(input_ids=ids, mm_token_type_ids=token_types(ids), **common) is not None
+    with torch.no_grad():
+        model.model.rope_deltas = None
+        right = model(**inputs, mm_token_type_ids=token_types(ids)).logits
+        model.model.rope_deltas = None
+        silent = model(**inputs).logits
+    assert rel_error(silent, right) > PLANTED_BUG_MIN_ERROR  # a real difference, not rounding
+
+
+def test_pitfall_auto_image_processor_picks_torchvision_for_a_pil_folder(tmp_path):
+    from transformers import AutoImageProcessor, Qwen2VLImageProcessor, Qwen2VLImageProcessorPil
+
+    Qwen2VLImageProcessorPil().save_pretrained(tmp_path)
+    assert '"image_processor_type": "Qwen2VLImageProcessor"' in (tmp_path / "preprocessor_config.json").read_text()
+    assert type(AutoImageProcessor.from_pretrained(tmp_path)) is Qwen2VLImageProcessor  # torchvision backend
+    assert type(AutoImageProcessor.from_pretrained(tmp_path, backend="pil")) is Qwen2VLImageProcessorPil
