@@ -562,21 +562,21 @@ def _backend(backend, caller: str) -> str:
     return backend or default_backend()
 
 
-def _check_geometry(transform: dict, vision: dict) -> None:
-    """The processor's patch geometry must be the tower's, or the patch rows would not fit it."""
-    mismatched = [f"{t}={transform[t]} vs vision_config {v}={vision[v]}"
-                  for t, v in (("patch_size", "patch_size"), ("merge_size", "spatial_merge_size"),
-                               ("temporal_patch_size", "temporal_patch_size"))
-                  if transform[t] != vision[v]]
-    if mismatched:
-        raise ValueError(f"preprocessor_config.json disagrees with config.json: {mismatched}")
-
-
-def _image_transform_kwargs(folder: Path, overrides: dict, caller: str) -> dict:
+def _image_transform_kwargs(folder: Path, overrides: dict, caller: str, vision_config: dict) -> dict:
+    """The folder's image processor config with ``overrides`` on top, as transform arguments; its
+    patch geometry must be the tower's, or the patch rows would not fit the tower."""
     fields, source = processor_config(folder, "image")
     if overrides:
         source += f" + keywords {sorted(overrides)}"
-    return image_transform_kwargs(with_overrides(fields, overrides, caller), source)
+    kwargs = image_transform_kwargs(with_overrides(fields, overrides, caller), source)
+    vision = vision_fields(vision_config)
+    mismatched = [f"{t}={kwargs[t]} vs vision_config {v}={vision[v]}"
+                  for t, v in (("patch_size", "patch_size"), ("merge_size", "spatial_merge_size"),
+                               ("temporal_patch_size", "temporal_patch_size"))
+                  if kwargs[t] != vision[v]]
+    if mismatched:
+        raise ValueError(f"{source} disagrees with config.json: {mismatched}")
+    return kwargs
 
 
 # ================================================================ weights -> checked state dict
@@ -722,8 +722,7 @@ def load_hf_checkpoint(
         if config.get("model_type") != "qwen2_5_vl_vision":
             raise ValueError(f"{folder / 'config.json'} has no 'vision_config' (model_type {config.get('model_type')!r})")
         vision_config = config
-    transform_kwargs = _image_transform_kwargs(folder, processor_overrides, "load_hf_checkpoint")
-    _check_geometry(transform_kwargs, vision_fields(vision_config))
+    transform_kwargs = _image_transform_kwargs(folder, processor_overrides, "load_hf_checkpoint", vision_config)
     files = weight_files(folder, keep=is_hf_vision_key, any_name=True,
                          what="vision weights (keys under 'visual.' or 'model.visual.')")
     encoder = _vision_encoder(vision_config, read_tensors(files, keep=is_hf_vision_key), dtype=dtype,
@@ -841,7 +840,10 @@ def load_hf_model_checkpoint(path, dtype: torch.dtype = torch.bfloat16, device="
     backend = _backend(backend, "load_hf_model_checkpoint")
     folder = checkpoint_folder(path)
     config = read_json(folder / "config.json")
-    processor = _image_transform_kwargs(folder, processor_overrides, "load_hf_model_checkpoint")
+    vision = config.get("vision_config")
+    if not isinstance(vision, dict):
+        raise ValueError(f"{folder / 'config.json'} has no vision_config dict")
+    processor = _image_transform_kwargs(folder, processor_overrides, "load_hf_model_checkpoint", vision)
     data_format = processor.pop("input_data_format")
     if data_format is not None:
         raise ValueError(f"load_hf_model_checkpoint: input_data_format={data_format!r} is not supported by "
@@ -849,10 +851,6 @@ def load_hf_model_checkpoint(path, dtype: torch.dtype = torch.bfloat16, device="
     missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"tokenizer files {missing} not found in checkpoint folder {folder}")
-    vision = config.get("vision_config")
-    if not isinstance(vision, dict):
-        raise ValueError(f"{folder / 'config.json'} has no vision_config dict")
-    _check_geometry(processor, vision_fields(vision))
 
     transform = Qwen2_5_VLTransform(
         str(folder / "vocab.json"), str(folder / "merges.txt"), _special_tokens_path(folder),
