@@ -1,26 +1,30 @@
-"""Shared pieces of the recipe tests: the tiny HF folder + dataset, the config overrides, the parser.
+"""Shared pieces of the recipe tests: the tiny HF folder + dataset, the config overrides, the parser,
+the ``tune`` command and HF's loss on a recipe batch.
 
 Used by tests/test_recipes.py (single-device stock recipes) and tests/test_distributed.py
-(2-process runs). Importing this installs the torchao compat names (tune_recipes/_torchao_compat.py)
-before anything imports ``torchtune.training``.
+(2-process runs). The folder and the in-process single-device run are made once per test session
+(``shared_recipe_folder``, ``full_single_device_run``): both test files compare against them.
 """
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
-from tune_recipes._torchao_compat import install as _install_torchao_compat
-
-_install_torchao_compat()
-
-from checkpoint_folder import PREPROCESSOR_JSON  # noqa: E402
-from hf_tiny_vl import config_dict, random_hf_model  # noqa: E402
-from tiny_tokenizer import SPECIAL_IDS, hf_tiny_tokenizer, write_tiny_tokenizer  # noqa: E402
+from checkpoint_folder import PREPROCESSOR_JSON
+from hf_tiny_vl import config_dict, random_hf_model
+from tiny_tokenizer import SPECIAL_IDS, hf_tiny_tokenizer, write_tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 VOCAB = 151680  # past the last Qwen special id (151664), so the transform's real ids fit
+MIXED_JSON = "train_mixed.json"  # next to train.json: image, text-only, image, text-only
+TEXT_ONLY = {"conversations": [{"from": "human", "value": "Say something."},
+                               {"from": "gpt", "value": "A dog and a red cat."}]}
+TUNE = Path(sys.executable).with_name("tune")  # the tune command of this environment
 QUESTIONS = ["What is in this image?", "Describe the picture."]
 ANSWERS = ["A red square.", "A cat and a dog."]
 
@@ -59,7 +63,78 @@ def write_recipe_folder(root: Path):
         samples.append({"conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
                         "image": f"images/{k}.png"})
     (data / "train.json").write_text(json.dumps(samples + samples))  # step 2 repeats step 1's batch
+    # batch 2: an image chat next to a text-only one; on 2 ranks of 1 sample rank 1 has no image
+    (data / MIXED_JSON).write_text(json.dumps([samples[0], TEXT_ONLY] * 2))
     return folder, data / "train.json", data
+
+
+_SESSION: dict = {}
+
+
+def shared_recipe_folder(tmp_path_factory):
+    """``write_recipe_folder`` once per session (test_recipes and test_distributed share it)."""
+    if "folder" not in _SESSION:
+        _SESSION["folder"] = write_recipe_folder(tmp_path_factory.mktemp("recipe_folder"))
+    return _SESSION["folder"]
+
+
+def full_single_device_run(tmp_path_factory, data_json: str = "train.json"):
+    """The stock ``full_finetune_single_device`` in this process on the shared folder, the 3B full
+    config with ``recipe_overrides`` (batch 2, 2 steps), once per session and dataset file:
+    (recipe, output folder, logged losses)."""
+    key = ("full", data_json)
+    if key not in _SESSION:
+        folder, _, data_dir = shared_recipe_folder(tmp_path_factory)
+        out = tmp_path_factory.mktemp("full_single")
+        cfg = parse_recipe_config(CONFIGS / "qwen2_5_vl_3b_full.yaml", recipe_overrides(
+            folder, data_dir / data_json, data_dir, out, model_component="torch_port.qwen2_5_vl_from_hf_config"))
+        recipe = stock_recipe_class("full_finetune_single_device", "FullFinetuneRecipeSingleDevice")(cfg=cfg)
+        recipe.setup(cfg=cfg)
+        recipe.train()
+        recipe.cleanup()
+        _SESSION[key] = (recipe, out, logged_losses(out / "logs"))
+    return _SESSION[key]
+
+
+def tune_run(args: list, log: Path, timeout: int = 300) -> None:
+    """``tune run <args>`` (the executable) from the project root, no PYTHONPATH; output in ``log``.
+    The timeout bounds a hang (a 2-process run whose collectives do not pair up)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    with open(log, "w") as out:
+        proc = subprocess.run([str(TUNE), "run", *map(str, args)], cwd=ROOT, env=env, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=timeout)
+    assert proc.returncode == 0, f"tune run {args[:4]} exited {proc.returncode}:\n" + log.read_text()[-6000:]
+
+
+def hf_batch_loss(model_dir: Path, samples: list) -> float:
+    """HF's ``labels=`` loss (float32, eager) on the recipe's right-padded batch of ``samples``
+    (Qwen2_5_VLTransform samples): HF computes its own positions from the attention mask."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    import torch_port
+
+    batch = torch_port.padded_collate_qwen2_5_vl(samples)
+    tokens = batch["tokens"]
+    attention = torch.zeros_like(tokens)
+    for row, sample in enumerate(samples):
+        attention[row, :len(sample["tokens"])] = 1
+    image = batch["encoder_input"].get("image", {})
+    hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32,
+                                                            attn_implementation="eager")
+    with torch.no_grad():
+        return hf(input_ids=tokens, attention_mask=attention,
+                  mm_token_type_ids=(tokens == SPECIAL_IDS["<|image_pad|>"]).long(), labels=batch["labels"],
+                  pixel_values=image.get("pixel_values"), image_grid_thw=image.get("grid_thw")).loss.item()
+
+
+def recipe_samples(folder: Path, data_json: Path, data_dir: Path, n: int = 2) -> list:
+    """The first ``n`` samples of the dataset as the recipe transforms them."""
+    import torch_port
+
+    transform = torch_port.Qwen2_5_VLTransform(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                                               str(folder / "tokenizer.json"))
+    ds = torch_port.qwen2_5_vl_chat_dataset(transform, data_files=str(data_json), image_dir=str(data_dir))
+    return [ds[i] for i in range(n)]
 
 
 def recipe_overrides(folder, data_json, data_dir, out_dir, *, model_component: str, lr: float = 2e-3) -> list[str]:
@@ -100,7 +175,6 @@ def stock_recipe_class(recipe: str, name: str):
 
     from tune_recipes import stock_recipe_path
 
-    _install_torchao_compat()  # as tune_recipes.<recipe> does before running the stock file
     path = stock_recipe_path(recipe)
     spec = importlib.util.spec_from_file_location(f"_tune_recipe_{recipe}", path)
     module = importlib.util.module_from_spec(spec)

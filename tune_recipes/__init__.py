@@ -1,16 +1,21 @@
-"""torchtune's stock recipes, run unchanged after one compatibility step (``tune run tune_recipes.<recipe>``).
+"""Launchers for torchtune's stock recipes where ``tune run <recipe>`` alone does not do.
 
-``torchtune.training`` does not import with the project's torchao 0.17 (see
-``tune_recipes/_torchao_compat.py``), and every stock recipe imports it first. Each module here
-installs the compatibility names and then runs torchtune's own recipe file as ``__main__``
-(``tune run`` takes a module path as a custom recipe; ``--nproc_per_node`` runs it with
-``python -m`` in each process, so every rank gets the same step). Run from the project root::
+With the pinned torchao 0.15.0, torchtune 0.6.1 imports unchanged, so the documented commands work
+from the project root (``tune run`` adds the working directory to ``sys.path`` for one process;
+torchrun's workers need ``PYTHONPATH=.``)::
 
-    tune run tune_recipes.full_finetune_single_device --config configs/qwen2_5_vl_3b_full.yaml
-    PYTHONPATH=. tune run --nproc_per_node 2 tune_recipes.full_finetune_distributed --config configs/qwen2_5_vl_7b_full.yaml
+    tune run full_finetune_single_device --config configs/qwen2_5_vl_3b_full.yaml
+    PYTHONPATH=. tune run --nproc_per_node 8 full_finetune_distributed --config configs/qwen2_5_vl_7b_full.yaml
+    tune run tune_recipes/generate.py --config configs/qwen2_5_vl_3b_generation.yaml
 
-On CPU processes: ``full_finetune_distributed_cpu`` (the stock recipe after the runtime workaround of
-``_cpu_workarounds``) and ``fsdp2_cpu`` (FSDP2 data-parallel training without the recipe).
+What is here:
+
+* ``full_finetune_distributed_cpu``: the stock ``full_finetune_distributed`` on CPU processes, after
+  the runtime workaround of ``_cpu_workarounds`` (two calls of the recipe assume a CUDA-like device);
+* ``fsdp2_cpu``: FSDP2 data-parallel training without the recipe (the CPU reference run);
+* ``generate``: generation from an HF folder and an image prompt (torchtune has no recipe for this model);
+* ``full_finetune_single_device`` ... ``lora_finetune_distributed``: the stock recipe files run as
+  ``__main__`` (``tune run tune_recipes.<recipe>``), kept so that existing commands keep working.
 """
 
 import runpy
@@ -32,8 +37,5 @@ def stock_recipe_path(name: str) -> Path:
 
 
 def run_stock_recipe(name: str) -> None:
-    """Install the torchao compatibility names, then run torchtune's recipe file as ``__main__``."""
-    from ._torchao_compat import install
-
-    install()
+    """Run torchtune's recipe file ``name`` as ``__main__``, unchanged (what ``tune run <name>`` runs)."""
     runpy.run_path(str(stock_recipe_path(name)), run_name="__main__")

@@ -135,9 +135,6 @@ def train_steps(model_dir, data_files: str, image_dir: str, *, steps: int, batch
 
 
 def main(argv=None) -> None:
-    from tune_recipes._torchao_compat import install
-
-    install()  # torchtune.training with torchao 0.17
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--data-files", required=True)
