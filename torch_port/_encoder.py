@@ -30,6 +30,11 @@ CUDA (measurements: ``benchmarks/attention.md``).
 
 Numerics follow HF: RMSNorm variance in float32 (eps 1e-6, weight applied after the cast back),
 rotary in float32, patch rows cast to the weight dtype before the patch projection.
+
+Activation checkpointing: with ``activation_checkpointing = True`` each block runs under
+``torch.utils.checkpoint`` (non-reentrant, as torchtune's ``set_activation_checkpointing``
+wraps decoder layers) while gradients are recorded: its inner activations are recomputed in the
+backward instead of kept. The same operations run, so outputs and gradients are unchanged.
 """
 
 from dataclasses import dataclass, fields
@@ -38,6 +43,7 @@ from itertools import pairwise
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding, apply_rotary_emb, vision_position_ids
 
@@ -466,6 +472,9 @@ class Qwen2_5_VisionEncoder(nn.Module):
         fullatt_block_indexes (list[int]): blocks attending over whole frames; the others attend
             within windows.
 
+    Attributes:
+        activation_checkpointing (bool): checkpoint every block while gradients are recorded
+            (default False; the fused model turns it on with the decoder's checkpointing).
     """
 
     def __init__(
@@ -495,6 +504,7 @@ class Qwen2_5_VisionEncoder(nn.Module):
                 f"({spatial_merge_size} x {patch_size} pixels)"
             )
         self.fullatt_block_indexes = tuple(int(i) for i in fullatt_block_indexes)
+        self.activation_checkpointing = False
 
     # ----------------------------------------------------------------- helpers
     def layout(self, grid_thw: torch.Tensor, device: torch.device | str | None = None) -> VisionLayout:
@@ -534,8 +544,12 @@ class Qwen2_5_VisionEncoder(nn.Module):
 
         # blocks run in window order: each window is a run of consecutive rows
         x, cos, sin = x[layout.patch_order], cos[layout.patch_order], sin[layout.patch_order]
+        recompute = self.activation_checkpointing and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, self.segments(i, layout))
+            if recompute:  # keep only the block's input; its activations are recomputed in backward
+                x = checkpoint(layer, x, cos, sin, self.segments(i, layout), use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, self.segments(i, layout))
 
         out = self.merger(x)  # [N/4, out] window order (merge blocks move whole)
         return out[layout.unit_inverse]  # original order

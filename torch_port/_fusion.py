@@ -14,12 +14,27 @@ twice in ``state_dict()``. So this subclass registers the tower once, under ``en
 
 ``input_pos`` is the ``[3, b, s]`` mRoPE position ids (``qwen2_5_vl_rope_index``), passed through
 torchtune's decoder unchanged to the ``Qwen2_5_VLRotaryPositionalEmbeddings`` of every layer.
+
+Two things a training run needs from the forward, whatever the batch holds:
+
+* The tower runs exactly once per forward in training mode. Images and videos of a batch go
+  through it in one call (rows of the images, then of the videos); a batch with neither runs it on
+  one dummy merge block of zeros whose output is added with weight 0 (the logits and the loss are
+  unchanged, the tower's gradients are zeros). Under FSDP every rank then all-gathers and
+  reduce-scatters the tower's parameters the same number of times, also when one rank's batch is
+  text only (otherwise the ranks' collectives no longer pair up and the run hangs).
+* Activation checkpointing of the tower follows the decoder's: torchtune's recipes call
+  ``training.set_activation_checkpointing(model, auto_wrap_policy={TransformerSelfAttentionLayer})``,
+  which wraps the decoder layers only (the vision blocks are plain torch modules); when a decoder
+  layer is so wrapped, the tower checkpoints its blocks too (``Qwen2_5_VisionEncoder.activation_checkpointing``).
+  ``vision_activation_checkpointing`` True / False overrides that.
 """
 
 from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
 from torchtune.modules import TransformerDecoder
 from torchtune.modules.model_fusion import EarlyFusionModel
 
@@ -40,6 +55,10 @@ class Qwen2_5_VLEarlyFusionModel(EarlyFusionModel):
         decoder_trainable (bool): train the decoder and the token embedding. Default True (unlike
             ``EarlyFusionModel``, whose default freezes it): pass False to freeze.
         encoder_trainable (bool): train the vision encoder. Default True; pass False to freeze.
+
+    Attributes:
+        vision_activation_checkpointing (bool | None): checkpoint the vision blocks; None (default)
+            does so exactly when the decoder's layers are wrapped for activation checkpointing.
     """
 
     def __init__(
@@ -63,11 +82,44 @@ class Qwen2_5_VLEarlyFusionModel(EarlyFusionModel):
             fusion_trainable=True,  # no fusion-only parameters in Qwen2.5-VL
         )
         self.token_ids = {"image": int(image_token_id), "video": int(video_token_id)}
+        self.vision_activation_checkpointing: Optional[bool] = None
 
     @property
     def encoder(self) -> nn.Module:
         """The vision encoder (one module, used for images and videos)."""
         return self.encoders["image"]
+
+    def _checkpoint_vision(self) -> bool:
+        """Whether the vision blocks are checkpointed now (see the class attribute)."""
+        if self.vision_activation_checkpointing is not None:
+            return bool(self.vision_activation_checkpointing)
+        return any(isinstance(layer, CheckpointWrapper) for layer in self.decoder.layers)
+
+    def _dummy_vision_input(self, device: torch.device) -> Dict[str, torch.Tensor]:
+        """One merge block of zero patches (``grid_thw`` ``[[1, merge, merge]]``): one tower output row."""
+        merge = self.encoder.spatial_merge_size
+        embed = self.encoder.patch_embed
+        return {"pixel_values": torch.zeros(merge * merge, embed.patch_dim, dtype=embed.proj.weight.dtype,
+                                            device=device),
+                "grid_thw": torch.tensor([[1, merge, merge]], device=device)}
+
+    def _vision_rows(self, encoder_input: Dict[str, Dict[str, Any]], device: torch.device):
+        """``{modality: [n_rows, out] rows}`` from one tower call, or ``{}`` with the dummy pass's
+        output (None when no tower call is needed: eval mode and no vision input)."""
+        present = [m for m in MODALITIES if m in encoder_input]
+        if not present and not self.training:
+            return {}, None
+        inputs = [encoder_input[m] for m in present] or [self._dummy_vision_input(device)]
+        pixels = torch.cat([torch.as_tensor(inp["pixel_values"]).reshape(-1, self.encoder.patch_embed.patch_dim)
+                            for inp in inputs]) if len(inputs) > 1 else inputs[0]["pixel_values"]
+        grids = torch.cat([torch.as_tensor(inp["grid_thw"]).view(-1, 3) for inp in inputs]) \
+            if len(inputs) > 1 else inputs[0]["grid_thw"]
+        self.encoder.activation_checkpointing = self._checkpoint_vision()
+        rows = self.encoder(pixels, grids)
+        if not present:
+            return {}, rows
+        counts = [self._encoder_rows(m, encoder_input[m]) for m in present]
+        return dict(zip(present, rows.split(counts))), None
 
     def _encoder_rows(self, modality: str, inp: Dict[str, Any]) -> int:
         """Output rows of the encoder for one modality's input: ``sum(t*h*w) / merge**2``."""
@@ -137,7 +189,9 @@ class Qwen2_5_VLEarlyFusionModel(EarlyFusionModel):
         b, s = tokens.shape
         fused = torch.zeros(b, s, text_embeds.shape[-1], dtype=text_embeds.dtype, device=text_embeds.device)
         fused = fused.masked_scatter(is_text.unsqueeze(-1), text_embeds)
-        for modality, inp in encoder_input.items():
-            rows = self.encoder(**inp).to(fused.dtype)  # [n_rows, d], in placeholder order
-            fused = fused.masked_scatter((tokens == self.token_ids[modality]).unsqueeze(-1), rows)
+        vision, dummy = self._vision_rows(encoder_input, tokens.device)
+        for modality, rows in vision.items():  # [n_rows, d] each, in placeholder order
+            fused = fused.masked_scatter((tokens == self.token_ids[modality]).unsqueeze(-1), rows.to(fused.dtype))
+        if dummy is not None:  # weight 0: the tower takes part in forward and backward, the values do not
+            fused = fused + dummy.sum().to(fused.dtype) * 0
         return self.decoder(fused, mask=mask, input_pos=input_pos)
