@@ -8,10 +8,11 @@ global batch 2, so step 2 sees step 1's batch again after one AdamW step):
   layer, every vision block, the root), torchtune's ``CEWithChunkedOutputLoss``, one sample per rank:
   both ranks log the same losses, equal to ``train_steps`` in this process (one process, batch 2,
   no sharding) within DISTRIBUTED_LOSS_VS_SINGLE_BOUND, and the loss falls on the repeated batch;
-* torchtune's stock ``full_finetune_distributed`` (``python -m tune_recipes run --nproc_per_node 2
+* torchtune's stock ``full_finetune_distributed`` (``tune run --nproc_per_node 2
   tune_recipes/full_finetune_distributed_cpu.py``, the 7B full config with the tiny overrides and
   ``batch_size=1`` per rank) after the runtime CPU workaround of tune_recipes/_cpu_workarounds.py:
-  its logged losses equal the stock ``full_finetune_single_device`` run (batch 2) on the same data.
+  its logged losses equal the stock ``full_finetune_single_device`` run (batch 2) on the same data;
+  the same on a dataset mixing image and text-only chats, where rank 1's batches have no image.
 """
 
 import json
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-import recipe_fixtures as rf  # noqa: E402  (installs the torchao compat names first)
+import recipe_fixtures as rf  # noqa: E402
 from goldenlib.tolerances import DISTRIBUTED_LOSS_VS_SINGLE_BOUND  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -52,7 +53,7 @@ def _rel(a: float, b: float) -> float:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return rf.write_recipe_folder(tmp_path_factory.mktemp("distributed"))
+    return rf.shared_recipe_folder(tmp_path_factory)
 
 
 def test_fsdp2_two_cpu_processes_match_one(tiny, tmp_path):
@@ -81,25 +82,25 @@ def test_fsdp2_two_cpu_processes_match_one(tiny, tmp_path):
     assert ranks[0]["losses"][1] < ranks[0]["losses"][0]  # the same batch again after one AdamW step
 
 
-def test_stock_full_finetune_distributed_on_cpu_with_workaround(tiny, tmp_path):
-    folder, data_json, data_dir = tiny
-    # the single-process reference: the stock single-device recipe, batch 2, same data and steps
-    single_cfg = rf.parse_recipe_config(rf.CONFIGS / "qwen2_5_vl_3b_full.yaml", rf.recipe_overrides(
-        folder, data_json, data_dir, tmp_path / "single", model_component="torch_port.qwen2_5_vl_from_hf_config"))
-    recipe = rf.stock_recipe_class("full_finetune_single_device", "FullFinetuneRecipeSingleDevice")(cfg=single_cfg)
-    recipe.setup(cfg=single_cfg)
-    recipe.train()
-    recipe.cleanup()
-    single = rf.logged_losses(tmp_path / "single" / "logs")
-
+def _stock_distributed_losses(tiny, tmp_path, data_json) -> list[float]:
+    """``tune run --nproc_per_node 2 tune_recipes/full_finetune_distributed_cpu.py`` (the tune executable)
+    on the 7B full config with the tiny overrides, 1 sample per rank; the logged losses."""
+    folder, _, data_dir = tiny
     dist_out = tmp_path / "dist"
     overrides = rf.recipe_overrides(folder, data_json, data_dir, dist_out,
                                     model_component="torch_port.qwen2_5_vl_from_hf_config")
     overrides = [o for o in overrides if not o.startswith("batch_size=")] + ["batch_size=1"]  # per rank
-    _run(["-m", "tune_recipes", "run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-          "tune_recipes/full_finetune_distributed_cpu.py", "--config", str(rf.CONFIGS / "qwen2_5_vl_7b_full.yaml"),
-          *overrides], tmp_path / "tune_run.log")
-    dist = rf.logged_losses(dist_out / "logs")
+    rf.tune_run(["--nproc_per_node", "2", "--master_port", _free_port(), "tune_recipes/full_finetune_distributed_cpu.py",
+                 "--config", "configs/qwen2_5_vl_7b_full.yaml", *overrides], tmp_path / "tune_run.log", timeout=240)
+    return rf.logged_losses(dist_out / "logs")
+
+
+def test_stock_full_finetune_distributed_on_cpu_with_workaround(tiny, tmp_path, tmp_path_factory):
+    folder, data_json, data_dir = tiny
+    # the single-process reference: the stock single-device recipe, batch 2, same data and steps
+    _, _, single = rf.full_single_device_run(tmp_path_factory)
+    dist_out = tmp_path / "dist"
+    dist = _stock_distributed_losses(tiny, tmp_path, data_json)
     print(f"stock full_finetune_distributed (2 CPU ranks) {dist}, full_finetune_single_device {single}")
     assert len(dist) == len(single) == 2
     for step, (dist_loss, one_loss) in enumerate(zip(dist, single), 1):
@@ -107,3 +108,19 @@ def test_stock_full_finetune_distributed_on_cpu_with_workaround(tiny, tmp_path):
         assert _rel(dist_loss, one_loss) <= DISTRIBUTED_LOSS_VS_SINGLE_BOUND
     assert dist[1] < dist[0]
     assert (dist_out / "epoch_0" / "model.safetensors.index.json").is_file()  # rank 0 gathered and saved
+
+
+def test_mixed_batches_two_processes_one_rank_text_only(tiny, tmp_path, tmp_path_factory):
+    """The mixed dataset (image chat, text-only chat, repeated) on 2 ranks of 1 sample: rank 1's batch has
+    no image at either step. Its tower runs the zero-weight dummy pass, so both ranks gather and reduce the
+    tower's FSDP shards alike: no hang (tune_run's timeout bounds one), and the losses equal the
+    single-process run on the same data (image + text-only in one batch of 2)."""
+    folder, _, data_dir = tiny
+    _, _, single = rf.full_single_device_run(tmp_path_factory, rf.MIXED_JSON)
+    dist = _stock_distributed_losses(tiny, tmp_path, data_dir / rf.MIXED_JSON)
+    print(f"mixed batches: stock full_finetune_distributed (2 CPU ranks) {dist}, one process {single}")
+    assert len(dist) == len(single) == 2
+    for step, (dist_loss, one_loss) in enumerate(zip(dist, single), 1):
+        print(f"step {step}: 2 ranks (rank 1 text only) vs one process, loss rel diff {_rel(dist_loss, one_loss):.3g}")
+        assert _rel(dist_loss, one_loss) <= DISTRIBUTED_LOSS_VS_SINGLE_BOUND
+    assert dist[1] < dist[0]

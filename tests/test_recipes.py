@@ -12,6 +12,10 @@ model builder that reads the folder's config.json instead of the released sizes)
   step 2; the saved ``epoch_0`` folder loads in HF with logits equal to the trained model's;
 * ``lora_finetune_single_device`` (configs/qwen2_5_vl_3b_lora.yaml): the same with the merged
   weights, against the LoRA model rebuilt from the base weights + the saved adapter;
+* ``tune run`` itself (the executable, from the project root, no PYTHONPATH) on the shipped 3B full,
+  LoRA and QLoRA configs with activation checkpointing on (the tower checkpointed too): the logged
+  step-1 loss equals HF's ``labels=`` loss on the same batch (float32, TRAIN_LOSS_VS_HF_BOUND);
+* a batch of an image chat and a text-only chat (the stock recipe in this process) gives HF's loss;
 * the 2-process distributed runs are in tests/test_distributed.py (same folder: tests/recipe_fixtures.py).
 """
 
@@ -20,23 +24,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipe_fixtures import (  # noqa: E402  (installs the torchao compat names before torchtune.training)
+import recipe_fixtures as rf  # noqa: E402
+from recipe_fixtures import (  # noqa: E402
     CONFIGS,
     logged_losses as _losses,
     parse_recipe_config as _parse,
     recipe_overrides as _overrides,
     stock_recipe_class as _recipe_class,
-    write_recipe_folder,
 )
 
-from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, rel_error  # noqa: E402
+from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, TRAIN_LOSS_VS_HF_BOUND, rel_error  # noqa: E402
 from tiny_tokenizer import SPECIAL_IDS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """(HF folder, dataset JSON, image folder): a tied tiny model, 3 safetensors shards, 4 samples."""
-    return write_recipe_folder(tmp_path_factory.mktemp("recipes"))
+    return rf.shared_recipe_folder(tmp_path_factory)
 
 
 def _run_in_process(recipe_cls, cfg):
@@ -82,12 +86,8 @@ def _port_logits(model, sample) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def full_run(tiny_folder, tmp_path_factory):
-    FullFinetuneRecipeSingleDevice = _recipe_class("full_finetune_single_device", "FullFinetuneRecipeSingleDevice")
-    folder, data_json, data_dir = tiny_folder
-    out = tmp_path_factory.mktemp("full_single")
-    cfg = _parse(CONFIGS / "qwen2_5_vl_3b_full.yaml",
-                 _overrides(folder, data_json, data_dir, out, model_component="torch_port.qwen2_5_vl_from_hf_config"))
-    return _run_in_process(FullFinetuneRecipeSingleDevice, cfg), out
+    recipe, out, _ = rf.full_single_device_run(tmp_path_factory)  # the stock recipe class in this process
+    return recipe, out
 
 
 @pytest.mark.slow
@@ -141,3 +141,42 @@ def test_lora_finetune_single_device(tiny_folder, tmp_path):
         err = rel_error(_port_logits(lora, sample), _hf_logits(saved, sample))
         print(f"lora: HF(merged epoch_0) vs LoRA model (base + adapter), logits rel err {err:.3g}")
         assert err <= FUSED_LOGITS_VS_HF_BOUND
+
+
+def _tune_run_first_loss(tiny_folder, tmp_path, config: str, component: str, *extra: str) -> float:
+    """``tune run <recipe> --config configs/<config>`` on the tiny folder, one step, activation
+    checkpointing on; returns the logged step-1 loss."""
+    folder, data_json, data_dir = tiny_folder
+    recipe = "lora_finetune_single_device" if "lora" in config else "full_finetune_single_device"
+    overrides = [o for o in _overrides(folder, data_json, data_dir, tmp_path / "out", model_component=component)
+                 if not o.startswith(("enable_activation_checkpointing=", "max_steps_per_epoch="))]
+    rf.tune_run([recipe, "--config", f"configs/{config}", *overrides, "enable_activation_checkpointing=True",
+                 "max_steps_per_epoch=1", *extra], tmp_path / "tune_run.log")
+    (loss,) = _losses(tmp_path / "out" / "logs")
+    return loss
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config, component, extra", [
+    ("qwen2_5_vl_3b_full.yaml", "torch_port.qwen2_5_vl_from_hf_config", ()),
+    ("qwen2_5_vl_3b_lora.yaml", "torch_port.lora_qwen2_5_vl_from_hf_config", ("lr_scheduler.num_warmup_steps=0",)),
+])
+def test_tune_run_first_step_loss_is_hf(tiny_folder, tmp_path, config, component, extra):
+    folder, data_json, data_dir = tiny_folder
+    loss = _tune_run_first_loss(tiny_folder, tmp_path, config, component, *extra)
+    hf = rf.hf_batch_loss(folder, rf.recipe_samples(folder, data_json, data_dir))
+    print(f"tune run ({config}, activation checkpointing): step-1 loss {loss:.7f}, HF {hf:.7f}, "
+          f"rel diff {abs(loss - hf) / hf:.3g}")
+    assert abs(loss - hf) <= TRAIN_LOSS_VS_HF_BOUND * abs(hf)
+
+
+@pytest.mark.slow
+def test_mixed_image_and_text_only_batch_single_device(tiny_folder, tmp_path_factory):
+    folder, _, data_dir = tiny_folder
+    _, _, losses = rf.full_single_device_run(tmp_path_factory, rf.MIXED_JSON)
+    samples = rf.recipe_samples(folder, data_dir / rf.MIXED_JSON, data_dir)
+    assert "image" in samples[0]["encoder_input"] and not samples[1]["encoder_input"]  # really mixed
+    hf = rf.hf_batch_loss(folder, samples)
+    print(f"mixed batch (image + text-only), one process: losses {losses}, HF step-1 loss {hf:.7f}")
+    assert abs(losses[0] - hf) <= TRAIN_LOSS_VS_HF_BOUND * abs(hf)
+    assert losses[1] < losses[0]
