@@ -1,4 +1,10 @@
-"""Greedy generation for the fused Qwen2.5-VL model with torchtune's KV caches.
+"""Generation for the fused Qwen2.5-VL model with torchtune's KV caches: greedy or sampled.
+
+Sampling is torchtune's: ``torchtune.generation.sample`` (logits / temperature, top-k pruning,
+softmax, then the exponential-race draw ``argmax(probs / q)``), with ``q`` drawn per step as
+torchtune's ``generate`` draws it: ``torch.empty(b, vocab).exponential_(1, generator=rng)``. So a
+seeded ``rng`` gives the same tokens torchtune's own loop would give for the same logits.
+Temperature 0 is greedy (argmax), HF's ``generate(do_sample=False)``.
 
 Positions follow HF's ``generate``: the prompt gets its mRoPE positions (``qwen2_5_vl_rope_index``),
 and the k-th new token (k = 0, 1, ...) of a row gets ``last prompt position + 1 + k`` on each axis
@@ -24,6 +30,7 @@ from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
+from torchtune.generation import sample
 from torchtune.modules.common_utils import delete_kv_caches
 
 from ._rope_index import qwen2_5_vl_rope_index
@@ -41,6 +48,24 @@ def _prompt_positions(model: nn.Module, tokens: torch.Tensor, encoder_input) -> 
     return qwen2_5_vl_rope_index(tokens, types, image, video, spatial_merge_size=model.encoder.spatial_merge_size)[0]
 
 
+def _check_sampling(temperature, top_k, rng) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0 \
+            or temperature == float("inf"):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be None or a positive int, got {top_k!r}")
+    if rng is not None and not isinstance(rng, torch.Generator):
+        raise ValueError(f"rng must be a torch.Generator or None, got {type(rng).__name__}")
+
+
+def _next_token(logits: torch.Tensor, temperature: float, top_k: Optional[int], rng) -> torch.Tensor:
+    """``[b]`` next ids from ``[b, vocab]`` float logits: argmax at temperature 0, else torchtune's sample."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    q = torch.empty(logits.shape, device=logits.device).exponential_(1, generator=rng)  # as torchtune's generate
+    return sample(logits.clone(), temperature=float(temperature), top_k=top_k, q=q)[:, 0].long()
+
+
 @torch.no_grad()
 def generate(
     model: nn.Module,
@@ -50,8 +75,11 @@ def generate(
     input_pos: Optional[torch.Tensor] = None,
     max_new_tokens: int,
     stop_tokens: Optional[Sequence[int]] = None,
+    temperature: float = 0.0,
+    top_k: Optional[int] = None,
+    rng: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
-    """Greedy decoding (argmax each step), as HF's ``generate(do_sample=False)``.
+    """Greedy decoding (argmax each step, HF's ``generate(do_sample=False)``) or torchtune's sampling.
 
     Args:
         model: ``Qwen2_5_VLEarlyFusionModel`` (no caches set up).
@@ -64,17 +92,24 @@ def generate(
         stop_tokens (Sequence[int] | None): a row is done once it emits one of these (kept in the
             output); generation ends when every row is done; a done row is then filled with the
             stop token it emitted.
+        temperature (float): 0 (default) is greedy; above 0 each token is drawn as torchtune's
+            ``generation.sample`` draws it (logits divided by ``temperature``).
+        top_k (int | None): sample among the ``top_k`` most likely tokens only (None: all).
+        rng (torch.Generator | None): the generator of the draws (``q`` of each step, as
+            torchtune's ``generate(rng=...)``); None uses torch's global generator.
 
     Returns:
         torch.Tensor: int64 ``[b, s + n]``, the prompt followed by the ``n <= max_new_tokens`` new
         tokens (HF's layout).
 
     Raises:
-        ValueError: bad ``tokens`` / ``input_pos`` shapes, ``max_new_tokens`` < 1, or caches
-            already set up on the model.
+        ValueError: bad ``tokens`` / ``input_pos`` shapes, ``max_new_tokens`` < 1, a negative or
+            non-finite ``temperature``, ``top_k`` < 1, an ``rng`` that is not a ``torch.Generator``,
+            or caches already set up on the model.
     """
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    _check_sampling(temperature, top_k, rng)
     if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.shape[1] == 0:
         shape = list(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
         raise ValueError(f"tokens must be a non-empty [b, s] tensor, got {shape}")
@@ -104,7 +139,7 @@ def generate(
         mask = causal[None, :s].expand(b, s, total)
         logits = model(tokens, mask=mask, encoder_input=encoder_input, input_pos=input_pos)
         for k in range(max_new_tokens):
-            token = logits[:, -1].argmax(dim=-1)  # [b]
+            token = _next_token(logits[:, -1], temperature, top_k, rng)  # [b]
             if stops.numel():
                 token = torch.where(done, out[-1][:, -1], token)  # a done row repeats its stop token
                 done |= torch.isin(token, stops)
