@@ -57,7 +57,8 @@ def smart_resize(h, w, min_pixels, max_pixels, factor=PATCH * MERGE):
     hb, wb = round(h / factor) * factor, round(w / factor) * factor  # Python round: half to even
     if hb * wb > max_pixels:
         beta = math.sqrt(h * w / max_pixels)
-        hb, wb = max(factor, math.floor(h / beta / factor) * factor), max(factor, math.floor(w / beta / factor) * factor)
+        hb = max(factor, math.floor(h / beta / factor) * factor)
+        wb = max(factor, math.floor(w / beta / factor) * factor)
     elif hb * wb < min_pixels:
         beta = math.sqrt(min_pixels / (h * w))
         hb, wb = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor

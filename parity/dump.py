@@ -383,8 +383,8 @@ def compare_dump(case, tensors, *, config=None, dtype=None):
         if not row.ok and values.ndim == 2:
             window_index = golden.tensors.get(f"{tower}.window_index") if tower else None
             grid = golden.tensors.get("image_grid_thw", golden.tensors.get("video_grid_thw"))
-            row.order = find_order(base, values, expected, order_bound(kind, bound, tensor.dtype), window_index=window_index,
-                                   grid_thw=grid)
+            row.order = find_order(base, values, expected, order_bound(kind, bound, tensor.dtype),
+                                   window_index=window_index, grid_thw=grid)
         row.values = values  # kept for the attribution (not printed)
         rows.append(row)
 
@@ -494,8 +494,8 @@ def attribute_dump(report, golden):
         if twin is not None:
             from .report import BACKEND_DIFFERENCE, BACKEND_NAMES
 
-            return Attribution("backend", f"{BACKEND_DIFFERENCE}: `{first.stage}` equals the "
-                                          f"{BACKEND_NAMES['pil' if golden.backend == 'torchvision' else 'torchvision']}"
+            other = BACKEND_NAMES["pil" if golden.backend == "torchvision" else "torchvision"]
+            return Attribution("backend", f"{BACKEND_DIFFERENCE}: `{first.stage}` equals the {other}"
                                           f"-backend golden `{twin}` exactly; HF's two processors differ by design: "
                                           f"judge this port against `{twin}`")
         return Attribution("interpolation", f"interpolation: attributed to the resize/image stages: `{first.stage}` "
@@ -528,7 +528,8 @@ def attribute_dump(report, golden):
                                             "rotary buffer too; from_pretrained(..., dtype=...) keeps it float32")
     tower, base = split_name(first.stage, golden.towers)
     if _unpermuted_windows(golden, tower, base, first):
-        return Attribution("order", f"order: `{first.stage}` ({size}) is what block {base.split('.')[1]} gives when its "
+        block = base.split(".")[1]
+        return Attribution("order", f"order: `{first.stage}` ({size}) is what block {block} gives when its "
                                     "window segments are applied to rows left in merge-block order (no window_index "
                                     "permutation before block 0): the window order; an order mistake, not a "
                                     "precision one")

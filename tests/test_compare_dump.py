@@ -160,7 +160,8 @@ def test_a_resize_difference_is_interpolation():
     tensors, _ = store.read_case("photo_coffee")
     resized = tensors["resized"].astype(np.int64)
     resized[3, 5, 1] += 1  # one uint8 step
-    report = compare_dump("photo_coffee", {"resized": resized.astype(np.uint8), "pixel_values": tensors["pixel_values"]})
+    dump = {"resized": resized.astype(np.uint8), "pixel_values": tensors["pixel_values"]}
+    report = compare_dump("photo_coffee", dump)
     assert report.first_failure.stage == "resized" and report.attribution.kind == "interpolation"
 
 
