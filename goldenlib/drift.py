@@ -376,7 +376,7 @@ def report(rows, changes, show_all=False):
     noise = noise_lines(rows, changes)
     if noise:
         lines += ["", "Float stages that changed within their bounds (not listed per stage; `--all-stages` lists "
-                  "them; a regeneration keeps these goldens byte for byte):", ""] + noise
+                  "them; on their own they never make a regeneration rewrite a golden):", ""] + noise
     drifted = [row for row in rows if not row.ok]
     changed = sum(1 for row in rows if row.max_abs > 0 or not row.ok)
     lines += ["", f"{len(rows)} stages compared, {changed} changed, {len(drifted)} beyond tolerance"]
