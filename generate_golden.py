@@ -152,9 +152,9 @@ def _versions():
 
 def _installed():
     """What the drift header compares each golden's ``versions`` with (torchvision included)."""
-    import importlib.metadata as md
+    from goldenlib.verified import library_versions
 
-    return {**_versions(), "torchvision": md.version("torchvision")}
+    return {**_versions(), "torchvision": library_versions()["torchvision"]}
 
 
 def summarize_crosscheck(report):

@@ -26,7 +26,13 @@ def library_versions():
     """{library: installed version} of the libraries that compute or read the goldens."""
     import importlib.metadata as md
 
-    return {name: md.version(name) for name in LIBRARIES}
+    def version(name):
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return "not installed"
+
+    return {name: version(name) for name in LIBRARIES}
 
 
 def cpu_name():
