@@ -223,3 +223,57 @@ def test_qlora_configs_are_the_lora_configs_with_the_qlora_model(size):
         k: v for k, v in lora.items() if k not in ("model", "output_dir")}
     builder = getattr(torch_port, f"qlora_qwen2_5_vl_{size}")
     assert builder.func is getattr(torch_port, f"lora_qwen2_5_vl_{size}") and builder.keywords == {"quantize_base": True}
+
+
+def _nf4_recipe_config(tiny_hf_config):
+    """recipe_fixtures' tiny tied folder config with this file's NF4-sized decoder."""
+    def config(name):
+        out = tiny_hf_config(name)
+        out.update({k: CONFIG[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                           "num_attention_heads", "num_key_value_heads", "rope_scaling")})
+        out["vision_config"] = {**out["vision_config"], "out_hidden_size": CONFIG["hidden_size"]}
+        return out
+    return config
+
+
+@pytest.mark.slow
+def test_tune_run_qlora_config(tmp_path, monkeypatch):
+    """``tune run lora_finetune_single_device --config configs/qwen2_5_vl_3b_qlora.yaml`` (the ``tune``
+    executable; the tiny folder's sizes through lora_qwen2_5_vl_from_hf_config + quantize_base=True,
+    activation checkpointing on, float32): the step-1 loss is HF's loss on the same batch with the
+    adapted decoder linears NF4-rounded (the adapters start at zero), the losses fall on the repeated
+    batch, and HF's from_pretrained loads the merged epoch folder."""
+    import recipe_fixtures as rf
+    from torchao.dtypes.nf4tensor import to_nf4
+
+    from goldenlib.tolerances import TRAIN_LOSS_VS_HF_BOUND
+
+    monkeypatch.setattr(rf, "tiny_hf_config", _nf4_recipe_config(rf.tiny_hf_config))
+    folder, data_json, data_dir = rf.write_recipe_folder(tmp_path)
+    out = tmp_path / "out"
+    overrides = [o for o in rf.recipe_overrides(folder, data_json, data_dir, out, lr=1e-2,
+                                                model_component="torch_port.lora_qwen2_5_vl_from_hf_config")
+                 if not o.startswith("enable_activation_checkpointing=")]
+    rf.tune_run(["lora_finetune_single_device", "--config", "configs/qwen2_5_vl_3b_qlora.yaml", *overrides,
+                 "model.quantize_base=True", "lr_scheduler.num_warmup_steps=0", "enable_activation_checkpointing=True"],
+                tmp_path / "tune_run.log", timeout=900)
+    losses = rf.logged_losses(out / "logs")
+
+    # HF's loss with every adapted linear (attention and MLP of each layer) NF4-rounded as the recipe's load did
+    hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+    with torch.no_grad():
+        rounded = [p.copy_(to_nf4(p.detach().clone()).get_original_weight()) for name, p in hf.named_parameters()
+                   if "language_model.layers." in name and name.endswith("proj.weight")]
+    assert len(rounded) == 7 * CONFIG["num_hidden_layers"]
+    nf4_folder = tmp_path / "nf4_rounded"
+    hf.save_pretrained(nf4_folder)
+    for extra in folder.iterdir():  # tokenizer and processor files
+        if not (nf4_folder / extra.name).exists() and not extra.name.startswith("model"):
+            (nf4_folder / extra.name).write_bytes(extra.read_bytes())
+    expected = rf.hf_batch_loss(nf4_folder, rf.recipe_samples(folder, data_json, data_dir))
+    print(f"tune run QLoRA: losses {losses}; HF on the NF4-rounded weights {expected:.7f}")
+    assert abs(losses[0] - expected) <= TRAIN_LOSS_VS_HF_BOUND * abs(expected)
+    assert len(losses) == 2 and losses[1] < losses[0]
+    merged, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(out / "epoch_0", dtype=torch.float32,
+                                                                      output_loading_info=True)
+    assert not any(info.values()), info
