@@ -13,7 +13,8 @@ What is checked, and against what:
   value is within ``g / 2`` of ``w / s_b``);
 * the QLoRA model computes the LoRA model whose base weights are the dequantized ones (float32,
   FUSED_LOGITS_VS_HF_BOUND: torchao adds the bias after the product, a float32 reordering);
-  with the bound above this is the whole difference from the unquantized model (printed);
+  with the bound above this is the whole difference from the unquantized model (on these random
+  weights, std 0.2, 0.43 relative: 4-bit weights through 2 layers);
 * only the adapters get gradients; the NF4 weights and the tower none;
 * the merged state dict (``state_dict()`` dequantizes, then torchtune's ``get_merged_lora_ckpt``)
   converts to HF keys and loads strictly into ``Qwen2_5_VLForConditionalGeneration``, whose logits
@@ -140,11 +141,9 @@ def test_forward_is_the_lora_model_on_the_dequantized_weights():
     with torch.no_grad():
         got = _logits(qlora)
         want = _logits(_model(quantize_base=False, base=dequantized))
-        unquantized = _logits(_model(quantize_base=False))
     assert torch.isfinite(got).all()
     err = rel_error(got, want)
-    print(f"QLoRA vs LoRA on the dequantized weights: logits rel err {err:.3g}; "
-          f"vs the unquantized LoRA model (the NF4 effect): {rel_error(got, unquantized):.3g}")
+    print(f"QLoRA vs LoRA on the dequantized weights: logits rel err {err:.3g}")
     assert err <= FUSED_LOGITS_VS_HF_BOUND
 
 
