@@ -51,7 +51,8 @@ OVERRIDES = {
     "min_and_max_pixels": {"min_pixels": 28 * 28 * 20, "max_pixels": 28 * 28 * 40},
     # the file's top-level min/max_pixels are applied on top of any size, in HF: size alone changes nothing
     "size_alone": {"size": {"shortest_edge": 28 * 28 * 10, "longest_edge": 28 * 28 * 12}},
-    "size_and_max_pixels": {"size": {"shortest_edge": 28 * 28, "longest_edge": 28 * 28 * 30}, "max_pixels": 28 * 28 * 8},
+    "size_and_max_pixels": {"size": {"shortest_edge": 28 * 28, "longest_edge": 28 * 28 * 30},
+                            "max_pixels": 28 * 28 * 8},
     "mean_std": {"image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.3, 0.4]},
     "scalar_mean_std": {"image_mean": 0.5, "image_std": 0.25},
     "no_normalize_rescale": {"do_normalize": False, "rescale_factor": 1 / 128},
@@ -82,8 +83,9 @@ def assert_bit_equal(transform, hf, images):
 @pytest.mark.parametrize("name", list(OVERRIDES))
 def test_load_hf_checkpoint_overrides_match_autoprocessor(folder, name, backend):
     fields = OVERRIDES[name]
-    _, transform = torch_port.load_hf_checkpoint(folder, torch.float32, "cpu", backend, **json.loads(json.dumps(fields)))
-    hf = hf_image_processor(folder, backend, json.loads(json.dumps(fields)))  # HF edits a size dict in place
+    copy = json.loads(json.dumps(fields))  # HF edits a size dict in place
+    _, transform = torch_port.load_hf_checkpoint(folder, torch.float32, "cpu", backend, **copy)
+    hf = hf_image_processor(folder, backend, json.loads(json.dumps(fields)))
     assert transform.backend == (backend or "torchvision")
     assert (transform.min_pixels, transform.max_pixels) == (hf.size["shortest_edge"], hf.size["longest_edge"])
     assert_bit_equal(transform, hf, _images_for(name))
@@ -118,7 +120,8 @@ def test_load_hf_model_checkpoint_overrides_match_autoprocessor(folder, name, ba
     hf = hf_image_processor(folder, backend, fields)
     assert_bit_equal(transform.image_transform, hf, _images_for(name))
     image = PIL.Image.fromarray(IMAGES["200x150"])  # and through the chat transform
-    messages = [Message(role="user", content=[{"type": "image", "content": image}]), Message(role="assistant", content="")]
+    messages = [Message(role="user", content=[{"type": "image", "content": image}]),
+                Message(role="assistant", content="")]
     got = transform({"messages": messages}, inference=True)["encoder_input"]["image"]
     want = _quiet(hf, images=[image], return_tensors="pt")
     assert torch.equal(got["grid_thw"], want["image_grid_thw"])

@@ -256,7 +256,8 @@ def _check_vision(kw: dict) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"vision config {name} must be a positive int, got {value!r}")
     if kw["hidden_size"] % kw["num_heads"]:
-        raise ValueError(f"vision config hidden_size={kw['hidden_size']} is not divisible by num_heads={kw['num_heads']}")
+        raise ValueError(f"vision config hidden_size={kw['hidden_size']} is not divisible by "
+                         f"num_heads={kw['num_heads']}")
     head_dim = kw["hidden_size"] // kw["num_heads"]
     if head_dim % 4:
         raise ValueError(f"vision config head_dim = hidden_size/num_heads = {head_dim} must be divisible by 4 "
@@ -274,7 +275,8 @@ def _check_vision(kw: dict) -> None:
         warnings.warn(f"vision config fullatt_block_indexes holds {past}, at or past depth={kw['depth']}: no block "
                       f"has those indexes, so they select nothing (as in HF)", UserWarning, stacklevel=3)
     if not isinstance(kw["hidden_act"], str) or kw["hidden_act"] not in ACTIVATIONS:
-        raise ValueError(f"vision config hidden_act={kw['hidden_act']!r} is not supported; use one of {tuple(ACTIVATIONS)}")
+        raise ValueError(f"vision config hidden_act={kw['hidden_act']!r} is not supported; "
+                         f"use one of {tuple(ACTIVATIONS)}")
     if not (isinstance(kw["rope_base"], (int, float)) and kw["rope_base"] > 0):
         raise ValueError(f"vision config rope_theta must be a positive number, got {kw['rope_base']!r}")
     kw["rope_base"] = float(kw["rope_base"])
@@ -720,7 +722,8 @@ def load_hf_checkpoint(
     vision_config = config.get("vision_config")
     if vision_config is None:
         if config.get("model_type") != "qwen2_5_vl_vision":
-            raise ValueError(f"{folder / 'config.json'} has no 'vision_config' (model_type {config.get('model_type')!r})")
+            raise ValueError(f"{folder / 'config.json'} has no 'vision_config' "
+                             f"(model_type {config.get('model_type')!r})")
         vision_config = config
     transform_kwargs = _image_transform_kwargs(folder, processor_overrides, "load_hf_checkpoint", vision_config)
     files = weight_files(folder, keep=is_hf_vision_key, any_name=True,
@@ -856,7 +859,8 @@ def load_hf_model_checkpoint(path, dtype: torch.dtype = torch.bfloat16, device="
         str(folder / "vocab.json"), str(folder / "merges.txt"), _special_tokens_path(folder),
         tokens_per_second=vision.get("tokens_per_second", 2), dtype=dtype, backend=backend, **processor,
     )
-    for kind, field, default in (("image", "image_token_id", IMAGE_TOKEN_ID), ("video", "video_token_id", VIDEO_TOKEN_ID)):
+    for kind, field, default in (("image", "image_token_id", IMAGE_TOKEN_ID),
+                                 ("video", "video_token_id", VIDEO_TOKEN_ID)):
         model_id = int(config.get(field, default))
         token_id = getattr(transform, field)
         if model_id != token_id:
