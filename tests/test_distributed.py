@@ -8,11 +8,12 @@ global batch 2, so step 2 sees step 1's batch again after one AdamW step):
   layer, every vision block, the root), torchtune's ``CEWithChunkedOutputLoss``, one sample per rank:
   both ranks log the same losses, equal to ``train_steps`` in this process (one process, batch 2,
   no sharding) within DISTRIBUTED_LOSS_VS_SINGLE_BOUND, and the loss falls on the repeated batch;
-* torchtune's stock ``full_finetune_distributed`` (``tune run --nproc_per_node 2
+* torchtune's stock ``full_finetune_distributed`` (``python -m tune_recipes run --nproc_per_node 2
   tune_recipes/full_finetune_distributed_cpu.py``, the 7B full config with the tiny overrides and
   ``batch_size=1`` per rank) after the runtime CPU workaround of tune_recipes/_cpu_workarounds.py:
   its logged losses equal the stock ``full_finetune_single_device`` run (batch 2) on the same data;
-  the same on a dataset mixing image and text-only chats, where rank 1's batches have no image.
+  the same through the ``tune`` executable on a dataset mixing image and text-only chats, where
+  rank 1's batches have no image.
 """
 
 import json
@@ -43,7 +44,7 @@ def _run(args: list[str], log: Path) -> None:
     env.pop("WORLD_SIZE", None)
     with open(log, "w") as out:
         proc = subprocess.run([sys.executable, *args], cwd=rf.ROOT, env=env, stdout=out,
-                              stderr=subprocess.STDOUT, timeout=240)
+                              stderr=subprocess.STDOUT, timeout=400)
     assert proc.returncode == 0, f"{args[:6]} exited {proc.returncode}:\n" + log.read_text()[-6000:]
 
 
@@ -82,16 +83,21 @@ def test_fsdp2_two_cpu_processes_match_one(tiny, tmp_path):
     assert ranks[0]["losses"][1] < ranks[0]["losses"][0]  # the same batch again after one AdamW step
 
 
-def _stock_distributed_losses(tiny, tmp_path, data_json) -> list[float]:
-    """``tune run --nproc_per_node 2 tune_recipes/full_finetune_distributed_cpu.py`` (the tune executable)
-    on the 7B full config with the tiny overrides, 1 sample per rank; the logged losses."""
+def _stock_distributed_losses(tiny, tmp_path, data_json, *, launcher: str) -> list[float]:
+    """``tune run --nproc_per_node 2 tune_recipes/full_finetune_distributed_cpu.py`` on the 7B full config
+    with the tiny overrides, 1 sample per rank; the logged losses. ``launcher``: "tune" (the executable)
+    or "python -m tune_recipes" (the older spelling, which must keep working)."""
     folder, _, data_dir = tiny
     dist_out = tmp_path / "dist"
     overrides = rf.recipe_overrides(folder, data_json, data_dir, dist_out,
                                     model_component="torch_port.qwen2_5_vl_from_hf_config")
     overrides = [o for o in overrides if not o.startswith("batch_size=")] + ["batch_size=1"]  # per rank
-    rf.tune_run(["--nproc_per_node", "2", "--master_port", _free_port(), "tune_recipes/full_finetune_distributed_cpu.py",
-                 "--config", "configs/qwen2_5_vl_7b_full.yaml", *overrides], tmp_path / "tune_run.log", timeout=240)
+    args = ["--nproc_per_node", "2", "--master_port", str(_free_port()), "tune_recipes/full_finetune_distributed_cpu.py",
+            "--config", "configs/qwen2_5_vl_7b_full.yaml", *overrides]
+    if launcher == "tune":
+        rf.tune_run(args, tmp_path / "tune_run.log", timeout=400)
+    else:
+        _run(["-m", "tune_recipes", "run", *args], tmp_path / "tune_run.log")
     return rf.logged_losses(dist_out / "logs")
 
 
@@ -100,7 +106,7 @@ def test_stock_full_finetune_distributed_on_cpu_with_workaround(tiny, tmp_path, 
     # the single-process reference: the stock single-device recipe, batch 2, same data and steps
     _, _, single = rf.full_single_device_run(tmp_path_factory)
     dist_out = tmp_path / "dist"
-    dist = _stock_distributed_losses(tiny, tmp_path, data_json)
+    dist = _stock_distributed_losses(tiny, tmp_path, data_json, launcher="python -m tune_recipes")
     print(f"stock full_finetune_distributed (2 CPU ranks) {dist}, full_finetune_single_device {single}")
     assert len(dist) == len(single) == 2
     for step, (dist_loss, one_loss) in enumerate(zip(dist, single), 1):
@@ -117,7 +123,7 @@ def test_mixed_batches_two_processes_one_rank_text_only(tiny, tmp_path, tmp_path
     single-process run on the same data (image + text-only in one batch of 2)."""
     folder, _, data_dir = tiny
     _, _, single = rf.full_single_device_run(tmp_path_factory, rf.MIXED_JSON)
-    dist = _stock_distributed_losses(tiny, tmp_path, data_dir / rf.MIXED_JSON)
+    dist = _stock_distributed_losses(tiny, tmp_path, data_dir / rf.MIXED_JSON, launcher="tune")
     print(f"mixed batches: stock full_finetune_distributed (2 CPU ranks) {dist}, one process {single}")
     assert len(dist) == len(single) == 2
     for step, (dist_loss, one_loss) in enumerate(zip(dist, single), 1):
