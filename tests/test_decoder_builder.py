@@ -124,3 +124,20 @@ def test_one_layer_traces_without_graph_breaks(offset):
         compiled = torch.compile(decoder.layers[0], backend="eager", fullgraph=True)
         assert torch.equal(compiled(x, input_pos=pos), want)
     torch._dynamo.reset()
+
+
+@pytest.mark.hardware("cuda")
+def test_rotary_forward_never_syncs_on_cuda():
+    """On a GPU the rotary reads no value back to the host: CUDA's sync debug mode turns any
+    synchronizing call (``.item()``, ``int(tensor)``, a device-to-host copy) into an error."""
+    decoder = torch_port.qwen2_5_vl_decoder(**SIZES, mrope_section=[2, 3, 3], tie_word_embeddings=True).cuda()
+    rope = decoder.layers[0].attn.pos_embeddings
+    x = torch.randn(2, 10, 4, 16, device="cuda")
+    for pos in (torch.randint(0, 50, (3, 2, 10), device="cuda"), torch.randint(0, 50, (2, 10), device="cuda") + 1000):
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            out = rope(x, input_pos=pos)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        assert out.is_cuda and out.shape == x.shape
