@@ -7,8 +7,10 @@ for "pil", ``Qwen2VLImageProcessor`` for "torchvision"). ``DataLoader(num_worker
 batch_size=None, persistent_workers=True)``: one warm-up epoch each (workers start, caches fill),
 then ``rounds`` rounds of one timed epoch per implementation, taking turns; each row is the median
 epoch's wall time per image, which includes handing
-each ``pixel_values`` back to the main process (the same for every implementation). The workers
-keep torch's default there (1 thread each); the main process only receives.
+each ``pixel_values`` back to the main process (the same 7 MB per 640x480 image for every
+implementation); rows marked "no transfer" hand back only the row count, so they time the
+transforms alone, two at a time. The workers keep torch's default there (1 thread each); the
+main process only receives.
 
     uv run benchmarks/dataloader.py               # 640x480, 48 images, 3 rounds
     uv run benchmarks/dataloader.py --quick       # 64x48, 8 images, 1 round
@@ -32,16 +34,18 @@ MAX_PIXELS = 12845056
 
 
 class _Images:
-    """A map-style dataset: item i is ``fn(images[i])``, the ``pixel_values`` as a tensor."""
+    """A map-style dataset: item i is ``fn(images[i])``, the ``pixel_values`` as a tensor (``transfer``)
+    or only their number of rows (the transform's own time, without handing 7 MB back per image)."""
 
-    def __init__(self, images, fn):
-        self.images, self.fn = images, fn
+    def __init__(self, images, fn, transfer=True):
+        self.images, self.fn, self.transfer = images, fn, transfer
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, index):
-        return self.fn(self.images[index])
+        pixel_values = self.fn(self.images[index])
+        return pixel_values if self.transfer else int(pixel_values.shape[0])
 
 
 def implementations(backends=("pil", "torchvision")) -> dict:
@@ -76,14 +80,15 @@ def implementations(backends=("pil", "torchvision")) -> dict:
 
 def epoch_seconds(loader) -> tuple[float, int]:
     t0 = time.perf_counter()
-    patches = sum(int(pixel_values.shape[0]) for pixel_values in loader)
+    patches = sum(item if isinstance(item, int) else int(item.shape[0]) for item in loader)
     return time.perf_counter() - t0, patches
 
 
 def dataloader_section(width: int = 640, height: int = 480, images: int = 48, rounds: int = 3,
-                       workers: int = 2, impls: dict | None = None) -> list[dict]:
+                       workers: int = 2, impls: dict | None = None, transfer: bool = True) -> list[dict]:
     """Rows in run.py's preprocessing-table form: ms per image in a ``workers``-worker DataLoader,
-    ratio to HF's processor of the same backend, and whether pixel_values are bit-equal to it."""
+    ratio to HF's processor of the same backend, and whether pixel_values are bit-equal to it.
+    ``transfer`` False: the workers hand back only each image's row count (the transforms alone)."""
     import numpy as np
     import PIL.Image
     import torch
@@ -95,7 +100,7 @@ def dataloader_section(width: int = 640, height: int = 480, images: int = 48, ro
     impls = implementations() if impls is None else impls
     photos = [PIL.Image.fromarray(make_image(width, height, seed=i)) for i in range(images)]
     outputs = {name: fn(photos[0]) for name, (_, fn) in impls.items()}  # in this process: the exactness check
-    loaders = {name: DataLoader(_Images(photos, fn), batch_size=None, shuffle=False, num_workers=workers,
+    loaders = {name: DataLoader(_Images(photos, fn, transfer), batch_size=None, shuffle=False, num_workers=workers,
                                 persistent_workers=workers > 0) for name, (_, fn) in impls.items()}
     for loader in loaders.values():
         epoch_seconds(loader)  # warm-up: workers start, tables made there; they then wait, idle
@@ -111,7 +116,7 @@ def dataloader_section(width: int = 640, height: int = 480, images: int = 48, ro
         exact = "bit-exact" if got.shape == want.shape and torch.equal(got, want) else (
             f"max abs diff {np.abs(got.double().numpy() - want.double().numpy()).max():.3g}")
         t = statistics.median(times[name])
-        rows.append({"image": f"{width}x{height}", "patches": int(want.shape[0]), "impl": f"{name} [DataLoader x{workers}]", "ms": t * 1e3, "ratio": t / statistics.median(times[base]), "exact": exact,
+        rows.append({"image": f"{width}x{height}", "patches": int(want.shape[0]), "impl": f"{name} [DataLoader x{workers}{'' if transfer else ', no transfer'}]", "ms": t * 1e3, "ratio": t / statistics.median(times[base]), "exact": exact,
                      "runs": rounds, "vs": base})
     return rows
 
@@ -122,11 +127,13 @@ def main(argv=None) -> None:
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-transfer", action="store_true", help="workers hand back row counts, not pixel_values")
     args = parser.parse_args(argv)
     size = (64, 48) if args.quick else (640, 480)
     load = os.getloadavg()[0]
     rows = dataloader_section(*size, images=args.images or (8 if args.quick else 48),
-                              rounds=args.rounds or (1 if args.quick else 3), workers=args.workers)
+                              rounds=args.rounds or (1 if args.quick else 3), workers=args.workers,
+                              transfer=not args.no_transfer)
     print(f"load average (1 min) {load:.2f} before, {os.getloadavg()[0]:.2f} after; {os.cpu_count()} cores")
     print("| image | patches | implementation | ms | x HF | vs | pixel values vs it |")
     print("|---|---:|---|---:|---:|---|---|")

@@ -121,7 +121,7 @@ def patchify_levels(levels: np.ndarray, table: np.ndarray, patch_size: int, merg
         pixels = levels[row * m * p:(row + 1) * m * p].reshape(m, p, gw // m, m, p, channels)
         row_levels[...] = pixels.transpose(2, 0, 3, 5, 1, 4)  # [gw/m, m, m, C, p, p]
         for c in range(channels):
-            np.take(table[c], row_levels[:, :, :, c], out=out[row, :, :, :, c, 0])
+            np.take(table[c], row_levels[:, :, :, c], out=out[row, :, :, :, c, 0], mode="clip")  # clip: unbuffered
         out[row, :, :, :, :, 1:] = out[row, :, :, :, :, :1]  # the frame repeated in time
     return out.reshape(gh * gw, channels * tp * p * p)
 
