@@ -23,7 +23,9 @@ One command prints one markdown report, everything measured in the same run::
 * The image transform where torchtune runs it (``benchmarks/dataloader.py``): 48 640x480 photos in a
   torch ``DataLoader`` with 2 workers (1 torch thread each), the port's transform and HF's processor
   of the same backend run by the workers; ms per image of the median epoch after a warm-up epoch,
-  ratio to that HF processor. Rows marked ``[DataLoader x2]``.
+  ratio to that HF processor. Rows marked ``[DataLoader x2]`` (each pixel_values handed back to the
+  main process, 7 MB per image) and ``[DataLoader x2, no transfer]`` (the workers hand back the row
+  count only: the transforms alone, two at a time).
 * The full-size vision tower (3B preset, ``random_weights(seed=0)``) on a 448x448 image (1024
   patches) and a 1008x1008 image (5184 patches): reference float64 and float32, each in its plain
   form (``reference.vision_forward``) and its fast form (``reference.fast.vision_forward``), port
@@ -689,6 +691,8 @@ def targets(pre_rows, by_side) -> str:
                         ("port Qwen2_5_VLImageTransform (torchvision)", 1.0),
                         ("port Qwen2_5_VLImageTransform [DataLoader x2]", 1.0),
                         ("port Qwen2_5_VLImageTransform (torchvision) [DataLoader x2]", 1.0),
+                        ("port Qwen2_5_VLImageTransform [DataLoader x2, no transfer]", 1.0),
+                        ("port Qwen2_5_VLImageTransform (torchvision) [DataLoader x2, no transfer]", 1.0),
                         ("reference.preprocess (torchvision)", 2.0), ("port Qwen2_5_VLVideoTransform", 1.0)):
         rs = [r for r in pre_rows if r["impl"] == impl]
         if rs:
@@ -757,8 +761,10 @@ def main(argv=None) -> None:
         pre_rows += video_section(*(QUICK_VIDEO if args.quick else VIDEO), args.reps, settle)
         from dataloader import dataloader_section  # the transform inside 2 DataLoader workers, vs HF there
 
-        pre_rows += dataloader_section(*QUICK_PREPROCESS_SIZES[0] if args.quick else PREPROCESS_SIZES[0],
-                                       images=8 if args.quick else 48, rounds=args.reps, workers=2)
+        for transfer in (True, False):  # with pixel_values handed back, and the transforms alone
+            pre_rows += dataloader_section(*QUICK_PREPROCESS_SIZES[0] if args.quick else PREPROCESS_SIZES[0],
+                                           images=8 if args.quick else 48, rounds=args.reps, workers=2,
+                                           transfer=transfer)
         print("[preprocess] done", file=sys.stderr, flush=True)
     pos_rows = []
     if args.only in (None, "positions"):
