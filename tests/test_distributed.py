@@ -8,12 +8,11 @@ global batch 2, so step 2 sees step 1's batch again after one AdamW step):
   layer, every vision block, the root), torchtune's ``CEWithChunkedOutputLoss``, one sample per rank:
   both ranks log the same losses, equal to ``train_steps`` in this process (one process, batch 2,
   no sharding) within DISTRIBUTED_LOSS_VS_SINGLE_BOUND, and the loss falls on the repeated batch;
-* torchtune's stock ``full_finetune_distributed`` (``python -m tune_recipes run --nproc_per_node 2
-  tune_recipes/full_finetune_distributed_cpu.py``, the 7B full config with the tiny overrides and
-  ``batch_size=1`` per rank) after the runtime CPU workaround of tune_recipes/_cpu_workarounds.py:
-  its logged losses equal the stock ``full_finetune_single_device`` run (batch 2) on the same data;
-  the same through the ``tune`` executable on a dataset mixing image and text-only chats, where
-  rank 1's batches have no image.
+* torchtune's stock ``full_finetune_distributed`` (``tune run --nproc_per_node 2
+  tune_recipes/full_finetune_distributed_cpu.py``, the tune executable, the 7B full config with the tiny
+  overrides and ``batch_size=1`` per rank) after the runtime CPU workaround of
+  tune_recipes/_cpu_workarounds.py, on a dataset mixing image and text-only chats (rank 1's batches have
+  no image): its logged losses equal the stock ``full_finetune_single_device`` run (batch 2) on the same data.
 """
 
 import json
@@ -86,7 +85,7 @@ def test_fsdp2_two_cpu_processes_match_one(tiny, tmp_path):
 def _stock_distributed_losses(tiny, tmp_path, data_json, *, launcher: str) -> list[float]:
     """``tune run --nproc_per_node 2 tune_recipes/full_finetune_distributed_cpu.py`` on the 7B full config
     with the tiny overrides, 1 sample per rank; the logged losses. ``launcher``: "tune" (the executable)
-    or "python -m tune_recipes" (the older spelling, which must keep working)."""
+    or "python -m tune_recipes" (the older spelling, the same CLI)."""
     folder, _, data_dir = tiny
     dist_out = tmp_path / "dist"
     overrides = rf.recipe_overrides(folder, data_json, data_dir, dist_out,
@@ -102,31 +101,22 @@ def _stock_distributed_losses(tiny, tmp_path, data_json, *, launcher: str) -> li
 
 
 def test_stock_full_finetune_distributed_on_cpu_with_workaround(tiny, tmp_path, tmp_path_factory):
-    folder, data_json, data_dir = tiny
+    """On the mixed dataset (image chat, text-only chat, repeated): with 1 sample per rank, rank 1's batch has
+    no image at either step. Its tower runs the zero-weight dummy pass, so both ranks gather and reduce the
+    tower's FSDP shards alike (without it gloo aborts at step 1 on the collective mismatch; NCCL would hang):
+    the run ends (tune_run's timeout bounds a hang) and the losses equal the single-process run on the same
+    data (image + text-only in one batch of 2). Both ranks having images is the fsdp2_cpu test above."""
+    folder, _, data_dir = tiny
     # the single-process reference: the stock single-device recipe, batch 2, same data and steps
-    _, _, single = rf.full_single_device_run(tmp_path_factory)
+    _, _, single = rf.full_single_device_run(tmp_path_factory, rf.MIXED_JSON)
+    samples = rf.recipe_samples(folder, data_dir / rf.MIXED_JSON, data_dir)
+    assert "image" in samples[0]["encoder_input"] and not samples[1]["encoder_input"]  # rank 1: text only
     dist_out = tmp_path / "dist"
-    dist = _stock_distributed_losses(tiny, tmp_path, data_json, launcher="python -m tune_recipes")
-    print(f"stock full_finetune_distributed (2 CPU ranks) {dist}, full_finetune_single_device {single}")
+    dist = _stock_distributed_losses(tiny, tmp_path, data_dir / rf.MIXED_JSON, launcher="tune")
+    print(f"stock full_finetune_distributed (2 CPU ranks, rank 1 text only) {dist}, full_finetune_single_device {single}")
     assert len(dist) == len(single) == 2
     for step, (dist_loss, one_loss) in enumerate(zip(dist, single), 1):
         print(f"step {step}: stock distributed vs single device, loss rel diff {_rel(dist_loss, one_loss):.3g}")
         assert _rel(dist_loss, one_loss) <= DISTRIBUTED_LOSS_VS_SINGLE_BOUND
     assert dist[1] < dist[0]
     assert (dist_out / "epoch_0" / "model.safetensors.index.json").is_file()  # rank 0 gathered and saved
-
-
-def test_mixed_batches_two_processes_one_rank_text_only(tiny, tmp_path, tmp_path_factory):
-    """The mixed dataset (image chat, text-only chat, repeated) on 2 ranks of 1 sample: rank 1's batch has
-    no image at either step. Its tower runs the zero-weight dummy pass, so both ranks gather and reduce the
-    tower's FSDP shards alike: no hang (tune_run's timeout bounds one), and the losses equal the
-    single-process run on the same data (image + text-only in one batch of 2)."""
-    folder, _, data_dir = tiny
-    _, _, single = rf.full_single_device_run(tmp_path_factory, rf.MIXED_JSON)
-    dist = _stock_distributed_losses(tiny, tmp_path, data_dir / rf.MIXED_JSON, launcher="tune")
-    print(f"mixed batches: stock full_finetune_distributed (2 CPU ranks) {dist}, one process {single}")
-    assert len(dist) == len(single) == 2
-    for step, (dist_loss, one_loss) in enumerate(zip(dist, single), 1):
-        print(f"step {step}: 2 ranks (rank 1 text only) vs one process, loss rel diff {_rel(dist_loss, one_loss):.3g}")
-        assert _rel(dist_loss, one_loss) <= DISTRIBUTED_LOSS_VS_SINGLE_BOUND
-    assert dist[1] < dist[0]

@@ -180,3 +180,16 @@ def test_mixed_image_and_text_only_batch_single_device(tiny_folder, tmp_path_fac
     print(f"mixed batch (image + text-only), one process: losses {losses}, HF step-1 loss {hf:.7f}")
     assert abs(losses[0] - hf) <= TRAIN_LOSS_VS_HF_BOUND * abs(hf)
     assert losses[1] < losses[0]
+
+
+@pytest.mark.slow
+def test_python_m_tune_recipes_is_the_tune_cli(tmp_path):
+    """The older spelling ``python -m tune_recipes <args>`` still runs torchtune's CLI (now unpatched)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "tune_recipes", "ls"], cwd=rf.ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for recipe in ("full_finetune_single_device", "lora_finetune_single_device", "full_finetune_distributed"):
+        assert recipe in proc.stdout
