@@ -1,10 +1,11 @@
 """Batches mixing samples with and without images (text-only chats next to image / video chats).
 
-The fused model runs the vision tower exactly once per training forward whatever the batch holds
-(images and videos in one call; a zero-weight dummy merge block when there is neither), which is what
+The fused model runs the vision tower once per forward (images and videos in one call); under a
+process group of several ranks a batch with neither runs a zero-weight dummy merge block, which is what
 keeps FSDP ranks' collectives paired when one rank's batch is text only (the 2-process run is in
-tests/test_distributed.py). Here, on tiny random models: the dummy pass changes neither the logits nor
-the decoder's gradients and gives the tower zero gradients; image + video in one call gives HF's
+tests/test_distributed.py), while one process skips the tower as HF does. Here, on tiny random models:
+one process leaves the tower's gradients None; the dummy pass changes neither the logits nor the
+decoder's gradients and gives the tower zero gradients; image + video in one call gives HF's
 logits; the dataset passes text-only rows through and the collate batches them with image rows.
 """
 
@@ -40,22 +41,36 @@ def _grads(model, tokens, **kwargs):
     return logits.detach(), {n: p.grad for n, p in model.named_parameters()}
 
 
-def test_text_only_training_batch_runs_the_tower_with_weight_zero():
+def test_text_only_batch_in_one_process_skips_the_tower_as_hf():
+    """One process: a text-only batch leaves the tower out of the graph (gradients None, as HF's),
+    so the optimizer does not step it; train and eval alike."""
     model = torch_port.load_hf_model(config_dict("tied_gqa"), _models()[0].state_dict())  # its own hooks
     calls = _tower_calls(model)
     tokens = torch.tensor([text_ids(9, torch.Generator().manual_seed(0))])
-    model.eval()  # eval: no vision input, no tower call (generation, evaluation)
-    eval_logits, eval_grads = _grads(model, tokens)
-    assert calls == [] and all(eval_grads[n] is None for n, _ in model.encoder.named_parameters(prefix="encoders.image"))
+    for train in (False, True):
+        model.train(train)
+        _, grads = _grads(model, tokens)
+        assert calls == [] and all(grads[n] is None for n, _ in model.encoder.named_parameters(prefix="encoders.image"))
+
+
+def test_text_only_batch_with_the_dummy_pass_runs_the_tower_with_weight_zero():
+    """The dummy pass (on by default under a process group of several ranks, forced here):
+    one tower call, logits and decoder gradients bit-equal to the run without it, tower gradients zero."""
+    model = torch_port.load_hf_model(config_dict("tied_gqa"), _models()[0].state_dict())  # its own hooks
+    calls = _tower_calls(model)
+    tokens = torch.tensor([text_ids(9, torch.Generator().manual_seed(0))])
     model.train()
-    train_logits, train_grads = _grads(model, tokens)
+    plain_logits, plain_grads = _grads(model, tokens)
+    assert calls == []
+    model.vision_dummy_pass = True
+    dummy_logits, dummy_grads = _grads(model, tokens)
     assert calls == [1]  # the dummy pass
-    assert torch.equal(train_logits, eval_logits)  # weight 0: the logits are bit-equal
-    for name, grad in train_grads.items():
+    assert torch.equal(dummy_logits, plain_logits)  # weight 0: the logits are bit-equal
+    for name, grad in dummy_grads.items():
         if name.startswith("encoders."):
             assert grad is not None and not grad.any(), name  # in the graph, with zero gradients
         else:
-            assert torch.equal(grad, eval_grads[name]), name
+            assert torch.equal(grad, plain_grads[name]), name
 
 
 def test_one_tower_call_for_image_and_video_equals_hf():

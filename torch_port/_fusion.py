@@ -17,12 +17,14 @@ torchtune's decoder unchanged to the ``Qwen2_5_VLRotaryPositionalEmbeddings`` of
 
 Two things a training run needs from the forward, whatever the batch holds:
 
-* The tower runs exactly once per forward in training mode. Images and videos of a batch go
-  through it in one call (rows of the images, then of the videos); a batch with neither runs it on
-  one dummy merge block of zeros whose output is added with weight 0 (the logits and the loss are
-  unchanged, the tower's gradients are zeros). Under FSDP every rank then all-gathers and
-  reduce-scatters the tower's parameters the same number of times, also when one rank's batch is
-  text only (otherwise the ranks' collectives no longer pair up and the run hangs).
+* Under a process group of several ranks (FSDP, DDP) the tower runs exactly once per forward.
+  Images and videos of a batch go through it in one call (rows of the images, then of the videos);
+  a batch with neither runs it on one dummy merge block of zeros whose output is added with weight 0
+  (the logits and the loss are unchanged, the tower's gradients are zeros). Every rank then
+  all-gathers and reduce-scatters the tower's parameters the same number of times, also when one
+  rank's batch is text only (otherwise the ranks' collectives no longer pair up and the run hangs).
+  In one process a text-only batch skips the tower, as HF does: its gradients stay None, so the
+  optimizer leaves it alone. ``vision_dummy_pass`` True / False overrides that choice.
 * Activation checkpointing of the tower follows the decoder's: torchtune's recipes call
   ``training.set_activation_checkpointing(model, auto_wrap_policy={TransformerSelfAttentionLayer})``,
   which wraps the decoder layers only (the vision blocks are plain torch modules); when a decoder
@@ -59,6 +61,8 @@ class Qwen2_5_VLEarlyFusionModel(EarlyFusionModel):
     Attributes:
         vision_activation_checkpointing (bool | None): checkpoint the vision blocks; None (default)
             does so exactly when the decoder's layers are wrapped for activation checkpointing.
+        vision_dummy_pass (bool | None): run the tower on a zero-weight dummy block when a batch has
+            no vision input; None (default) does so exactly under a process group of several ranks.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class Qwen2_5_VLEarlyFusionModel(EarlyFusionModel):
         )
         self.token_ids = {"image": int(image_token_id), "video": int(video_token_id)}
         self.vision_activation_checkpointing: Optional[bool] = None
+        self.vision_dummy_pass: Optional[bool] = None
 
     @property
     def encoder(self) -> nn.Module:
@@ -95,6 +100,13 @@ class Qwen2_5_VLEarlyFusionModel(EarlyFusionModel):
             return bool(self.vision_activation_checkpointing)
         return any(isinstance(layer, CheckpointWrapper) for layer in self.decoder.layers)
 
+    def _dummy_pass(self) -> bool:
+        """Whether a batch without vision input still runs the tower (see the module docstring)."""
+        if self.vision_dummy_pass is not None:
+            return bool(self.vision_dummy_pass)
+        dist = torch.distributed
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
     def _dummy_vision_input(self, device: torch.device) -> Dict[str, torch.Tensor]:
         """One merge block of zero patches (``grid_thw`` ``[[1, merge, merge]]``): one tower output row."""
         merge = self.encoder.spatial_merge_size
@@ -105,9 +117,9 @@ class Qwen2_5_VLEarlyFusionModel(EarlyFusionModel):
 
     def _vision_rows(self, encoder_input: Dict[str, Dict[str, Any]], device: torch.device):
         """``{modality: [n_rows, out] rows}`` from one tower call, or ``{}`` with the dummy pass's
-        output (None when no tower call is needed: eval mode and no vision input)."""
+        output (None when no tower call is needed: no vision input and no dummy pass)."""
         present = [m for m in MODALITIES if m in encoder_input]
-        if not present and not self.training:
+        if not present and not self._dummy_pass():
             return {}, None
         inputs = [encoder_input[m] for m in present] or [self._dummy_vision_input(device)]
         pixels = torch.cat([torch.as_tensor(inp["pixel_values"]).reshape(-1, self.encoder.patch_embed.patch_dim)
