@@ -91,7 +91,7 @@ def flat(images):
     return [images]
 
 
-def ours(backend, images, **kwargs):
+def ours(backend, images, *, plain=True, **kwargs):
     """(reference, fast reference, port per image, port on the whole input) for the same images and
     settings. One image per sample is torchtune's usual convention (a batch is its samples' rows
     concatenated); a sample may also hold HF's whole input (a list, nested list or batch)."""
@@ -99,8 +99,9 @@ def ours(backend, images, **kwargs):
     port = Qwen2_5_VLImageTransform(backend=backend, **options)
     samples = [port({"image": image}) for image in flat(images)]
     batched = {key: torch.cat([sample[key] for sample in samples]) for key in ("pixel_values", "image_grid_thw")}
-    return (reference.preprocess(images, backend=backend, **options),
-            reference.fast.preprocess(images, backend=backend, **options), batched, port({"image": images}))
+    plain_form = reference.preprocess(images, backend=backend, **options) if plain else None
+    return (plain_form, reference.fast.preprocess(images, backend=backend, **options), batched,
+            port({"image": images}))
 
 
 def test_select_best_resolution():
@@ -122,7 +123,10 @@ def test_call_formats(backend, kind, resolution):
     processor = hf_image_processor(backend)
     for given in (images[0], images):  # "not batched", then "batched"
         want = run_hf(processor, given)
-        for got in ours(backend, given):
+        impls = ours(backend, given, plain=resolution != 1024)
+        # At HF's 1024 the plain reference (per-tap loops) would take most of the suite's image time; the fast
+        # form it is bit-equal to (tests/test_fast_paths.py) and the port stand for it there.
+        for got in impls[1:] if resolution == 1024 else impls:
             assert_exact(got, want)
     if resolution == 1024:  # HF's literal expectations hold for HF's sizes
         assert want["pixel_values"].shape == (34300, 1176)

@@ -253,7 +253,10 @@ class Qwen2_5_VLImageTransform:
         height, width = self._size(hwc.shape[0], hwc.shape[1])
         # [C, H, W] viewed on channels-last memory: the uint8 resize kernel's own layout (HF's contiguous()
         # copy makes it convert there and back: the same bytes, 2.5x the time); its output keeps that layout
-        chw = torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1)
+        hwc = np.ascontiguousarray(hwc)
+        if not hwc.flags.writeable:  # e.g. np.asarray(PIL image): torch tensors need writable memory
+            hwc = hwc.copy()
+        chw = torch.from_numpy(hwc).permute(2, 0, 1)
         if self.do_resize:
             chw = tvF.resize(chw, [height, width], interpolation=tvF.InterpolationMode.BICUBIC, antialias=True)
         return chw.permute(1, 2, 0).numpy()
