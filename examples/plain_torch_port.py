@@ -86,7 +86,7 @@ def preprocess(image, params, mistake="none"):
         rescaled = F.interpolate(x, size=(th, tw), mode="bicubic", antialias=True, align_corners=False)[0]
         resized = (rescaled * 255).permute(1, 2, 0)
     else:  # Pillow's BICUBIC on the uint8 image, as HF's PIL processor
-        resized = torch.from_numpy(np.asarray(Image.fromarray(image).resize((tw, th), Image.BICUBIC)))
+        resized = torch.from_numpy(np.array(Image.fromarray(image).resize((tw, th), Image.BICUBIC)))  # a writable copy
         rescaled = (resized.permute(2, 0, 1).double() * (1 / 255)).float()
     mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
     normalized = (rescaled - mean) / std
