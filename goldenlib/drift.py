@@ -2,10 +2,10 @@
 
 * Stages are listed in pipeline order, taken from the code that produces them: the image stages
   in ``PREPROCESS_ORDER`` (image and video), the outputs, then each tower (``TOWERS``
-  order) in its trace order (``parity.stages.tower_stage_order``), then a positions case's inputs
-  and its stages in ``goldenlib.position_goldens`` order.
+  order) in its trace order, then a positions case's inputs and its stages (the order of
+  ``goldenlib.stage_vocabulary``).
 * A drifted stage is LOCAL when the stage, recomputed from the golden's own upstream stage
-  (teacher forcing, as ``parity.stages`` does for the towers), still differs from the golden; it
+  (teacher forcing: ``goldenlib.local_stages`` for the towers), still differs from the golden; it
   is INHERITED when that recomputation reproduces the golden: the stage is fine and only carries a
   drift from upstream. The first drift (per case and overall) is the first drifted row in order.
 * The header lists the library versions that changed since the goldens were written (each
@@ -22,15 +22,12 @@ import numpy as np
 
 from . import store
 from .cases import BY_NAME, TOWERS, weights_case_name
+from .stage_vocabulary import GRID_OUTPUTS, IMAGE_PIPELINE, PROCESSOR_OUTPUTS, tower_stage_order, tower_stages
 from .tolerances import DRIFT_BOUNDS, rel_error
 
 # second_per_grid_ts: a positions case's float input, stored as given.
-EXACT_STAGES = ("input", "rgb", "resized", "rescaled", "normalized", "pixel_values", "image_grid_thw",
-                "second_per_grid_ts", "sampled", "rescaled_normalized", "padded", "pixel_values_videos",
-                "video_grid_thw")
-# Image and video stages in pipeline order (the torchvision backend's fused step, the video's sampling and padding).
-PREPROCESS_ORDER = ("input", "rgb", "sampled", "resized", "rescaled", "rescaled_normalized", "normalized", "padded")
-OUTPUT_ORDER = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+EXACT_STAGES = IMAGE_PIPELINE + PROCESSOR_OUTPUTS + GRID_OUTPUTS
+PREPROCESS_ORDER, OUTPUT_ORDER = IMAGE_PIPELINE, PROCESSOR_OUTPUTS
 WEIGHTS_CASES = tuple(weights_case_name(tower) for tower, spec in TOWERS.items() if spec.stored_weights)
 VERSION_KEYS = ("numpy", "pillow", "torch", "torchvision", "transformers", "safetensors", "openblas_kernel")
 
@@ -90,8 +87,6 @@ def compare_case(name, tensors, stored):
 
 def stage_order(name, stages):
     """The stage names ``stages`` of case ``name`` in pipeline order (unknown names last, sorted)."""
-    from parity.stages import tower_stage_order
-
     from .position_goldens import INTEGER_STAGES, ROTARY_STAGES
 
     stages = set(stages)
@@ -113,8 +108,6 @@ def stage_order(name, stages):
 def pipeline_rank(row):
     """Where ``row``'s stage sits in the pipeline, comparable across cases: file problems, then
     image stages, pixel_values, tower stages (by trace position), positions stages."""
-    from parity.stages import tower_stage_order
-
     from .position_goldens import INTEGER_STAGES, ROTARY_STAGES
 
     base = row.stage.split(".")[0]
@@ -123,10 +116,7 @@ def pipeline_rank(row):
     if base in PREPROCESS_ORDER + OUTPUT_ORDER:
         return (1, (PREPROCESS_ORDER + OUTPUT_ORDER).index(base))
     if base in TOWERS:
-        depth = TOWERS[base].config.depth
-        names = {"patch_embed", "rotary_cos", "rotary_sin", "window_index", "cu_seqlens", "cu_window_seqlens",
-                 "merger.ln_q", "output"} | {f"blocks.{i}.{s}" for i in range(depth) for s in ("attn_residual", "output")}
-        order = tower_stage_order(names, depth)
+        order = tower_stages(TOWERS[base].config.depth)
         stage = row.stage[len(base) + 1:]
         return (2, order.index(stage) if stage in order else len(order))
     stages = INTEGER_STAGES + ROTARY_STAGES
@@ -165,19 +155,18 @@ def _image_local(stored, stage):
 
 
 def _tower_local(name, stored, tower, weights_of):
-    """{stage: value} of tower ``tower`` fed the golden's own stage inputs (parity.stages.local_stages)."""
-    from parity.cases import TowerGolden
-    from parity.implementations import ReferenceImplementation
-    from parity.stages import local_stages
+    """{stage: value} of tower ``tower`` fed the golden's own stage inputs (``goldenlib.local_stages``)."""
+    from reference.vision import nest_weights
+
+    from .local_stages import tower_local
 
     prefix = tower + "."
     stages = {k[len(prefix):]: v for k, v in stored.items() if k.startswith(prefix)}
     config = TOWERS[tower].config
-    golden = TowerGolden(tower, config, stages, lambda: weights_of(tower))
-    impl = ReferenceImplementation(config, weights_of(tower), "float64")
     video = "pixel_values_videos" in stored  # a video case: the towers ran on the video grid
-    local = local_stages(impl, golden, stored["pixel_values_videos" if video else "pixel_values"],
-                         stored["video_grid_thw" if video else "image_grid_thw"])
+    local = tower_local(stages, stored["pixel_values_videos" if video else "pixel_values"],
+                        stored["video_grid_thw" if video else "image_grid_thw"],
+                        nest_weights(weights_of(tower), config), config)
     return {prefix + k: v for k, v in local.items()}
 
 

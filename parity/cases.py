@@ -26,14 +26,10 @@ import numpy as np
 
 from goldenlib import store
 from goldenlib.cases import BY_NAME, SCENARIOS, TINY, TOWERS, Case, get, weights_case_name
-
-# Image stages in pipeline order (the goldens store ``input`` too; it is the input, not compared).
-IMAGE_STAGES = ("rgb", "resized", "rescaled", "rescaled_normalized", "normalized")
+from goldenlib.stage_vocabulary import IMAGE_STAGES
 # The video processor's outputs, compared with the port's video transform (exact).
 VIDEO_OUTPUTS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
-BACKENDS = ("pil", "torchvision")
 FULL_CASE = "full_size_3b"
-TOWER_ONLY_CASES = tuple(name for name, case in BY_NAME.items() if case.kind == "tower" and case.stored)
 
 
 @dataclass

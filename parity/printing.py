@@ -51,12 +51,11 @@ def text_summary(rows):
 
 
 ZERO_FLOOR = 1e-17  # where an error of exactly 0 is drawn on the log axis
-SKIPPED_KINDS = ("index", "rotary")  # exact integer stages and grid-only tables: not plotted
+SKIPPED_KINDS = ("index", "rotary", "positions", "text_rotary")  # exact integers and tables: not plotted
 
 
 def _ordered_stages(runs, image):
-    from .cases import IMAGE_STAGES
-    from .stages import is_image_stage, stage_kind
+    from goldenlib.stage_vocabulary import IMAGE_STAGES, PIXEL_OUTPUTS, is_image_stage, stage_kind
 
     seen = []
     for run in runs:
@@ -65,7 +64,7 @@ def _ordered_stages(runs, image):
                 seen.append(row.stage)
     if not image:
         return seen  # every run lists the tower stages in pipeline order
-    pipeline = list(IMAGE_STAGES) + ["pixel_values", "pixel_values_videos"]
+    pipeline = list(IMAGE_STAGES + PIXEL_OUTPUTS)
     return sorted(seen, key=lambda s: (s.split(".")[1] if "." in s else "", pipeline.index(s.split(".")[0])))
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .cases import IMAGE_STAGES, backend_twin, load_case, stage_key
+from goldenlib.stage_vocabulary import IMAGE_STAGES
+
+from .cases import backend_twin, load_case, stage_key
 from .implementations import ReferenceImplementation, cuda_available, load_implementation
 from .stages import attribute, compare_stage, compare_tower, first_failure, is_image_stage, local_stages
 

@@ -23,38 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from goldenlib.stage_vocabulary import is_image_stage, stage_kind, tower_stage_order
 from goldenlib.tolerances import PARITY_TOLERANCES, Tol, abs_errors, rel_error
-
-from .cases import IMAGE_STAGES
 
 # The tolerance table is goldenlib.tolerances.PARITY_TOLERANCES (with every other bound of the project).
 TOLERANCES = PARITY_TOLERANCES
-
-TOWER_STAGE_ORDER_HEAD = ("patch_embed", "rotary_cos", "rotary_sin", "window_index", "cu_seqlens", "cu_window_seqlens")
-INDEX_STAGES = ("window_index", "cu_seqlens", "cu_window_seqlens", "image_grid_thw", "video_grid_thw",
-                "second_per_grid_ts")  # exact: integers, or a float computed from them (second_per_grid_ts)
-PIXEL_STAGES = IMAGE_STAGES + ("pixel_values", "pixel_values_videos")
-
-
-def stage_kind(stage):
-    """The tolerance-table kind of a stage name (``blocks.3.output`` -> ``block_output``)."""
-    base = stage.split(".")[0]
-    if base in INDEX_STAGES:
-        return "index"
-    if base in PIXEL_STAGES:
-        return "image"
-    if stage.startswith("rotary_"):
-        return "rotary"
-    if stage.startswith("blocks."):
-        return "attn_residual" if stage.endswith(".attn_residual") else "block_output"
-    if stage in ("patch_embed", "merger.ln_q", "output"):
-        return stage
-    raise ValueError(f"unknown stage {stage!r}")
-
-
-def is_image_stage(stage):
-    """Whether ``stage`` belongs to the image/video processor (not the tower)."""
-    return stage.split(".")[0] in PIXEL_STAGES + ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
 
 
 def tolerance(dtype, stage):
@@ -93,13 +66,6 @@ def compare_stage(stage, expected, actual, local_actual, dtype, note=""):
     max_abs, mean_abs, rel = abs_errors(actual, expected)
     local = None if local_actual is None else rel_error(local_actual, expected)
     return StageRow(stage, tuple(np.shape(expected)), max_abs, mean_abs, rel, local, tolerance(dtype, stage), note)
-
-
-def tower_stage_order(stages, depth):
-    order = [s for s in TOWER_STAGE_ORDER_HEAD if s in stages]
-    for i in range(depth):
-        order += [s for s in (f"blocks.{i}.attn_residual", f"blocks.{i}.output") if s in stages]
-    return order + [s for s in ("merger.ln_q", "output") if s in stages]
 
 
 def local_stages(impl, tower, pixel_values, grid_thw):

@@ -31,7 +31,9 @@ from reference.preprocess import patchify as _patchify
 from reference.preprocess import rescale as _rescale
 from reference.smart_resize import smart_resize
 
-from .cases import IMAGE_STAGES, stage_key
+from goldenlib.stage_vocabulary import IMAGE_STAGES
+
+from .cases import stage_key
 
 VARIANTS = ("exact", "torchvision", "pil", "float", "bilinear")
 # The image backend a variant stands for (exact: the golden's own); float and bilinear are no backend.

@@ -181,9 +181,13 @@ def test_dumps_that_cannot_be_compared_exit_2():
     tensors, _ = store.read_case("photo_astronaut")
     nothing = compare_dump("photo_astronaut", {"foo": np.zeros(3, np.float32)})
     assert nothing.exit_code == 2 and "foo: not a stage of photo_astronaut" in nothing.ignored[0]
+    # one stage that cannot be compared is a row with its reason; every other stage is still judged: exit 1
     shape = compare_dump("photo_astronaut", {"tiny_a.output": np.zeros((5, 48), np.float32),
                                              "pixel_values": tensors["pixel_values"]})
-    assert shape.exit_code == 2 and "tiny_a.output: shape [5, 48], the golden's is [25, 48]" in shape.problems[0]
+    assert shape.exit_code == 1 and "tiny_a.output: shape [5, 48], the golden's is [25, 48]" in shape.problems[0]
+    assert [row.ok for row in shape] == [True, False] and shape.attribution.kind == "cannot compare"
+    alone = compare_dump("photo_astronaut", {"tiny_a.output": np.zeros((5, 48), np.float32)})
+    assert alone.exit_code == 2  # no stage of the dump is comparable
     integer = compare_dump("photo_astronaut", {"tiny_a.output": tensors["tiny_a.output"].astype(np.int64)})
     assert integer.exit_code == 2 and "float stage needs a float dtype" in integer.problems[0]
     bare = compare_dump("photo_astronaut", {"output": tensors["tiny_a.output"]})

@@ -1,0 +1,115 @@
+"""The one stage vocabulary: every stage name a golden stores, its kind and its place in the pipeline.
+
+``parity/`` (the verdicts), ``goldenlib/`` (drift report, metadata) and ``generate_golden.py`` all read
+stage names, kinds and order from here; nothing else spells them out.
+
+Names (``docs/golden-format.md``): image stages per image (``resized``; ``resized.1`` for a second
+image), the processor's outputs, the positions stages, then each tower's stages under the tower's
+name (``tiny_a.blocks.0.output``). Kinds are the keys of the tolerance table
+(``goldenlib.tolerances.PARITY_TOLERANCES``) plus ``positions`` (exact integers) and ``text_rotary``.
+"""
+
+from __future__ import annotations
+
+# The image / video processor, per image, in pipeline order (``input``: the decoded file, not compared;
+# ``sampled`` and ``padded``: a video's frames; ``rescaled_normalized``: the torchvision backend's fused step).
+IMAGE_PIPELINE = ("input", "rgb", "sampled", "resized", "rescaled", "rescaled_normalized", "normalized", "padded")
+# What a port's image stages are compared on (the input is given, not computed).
+IMAGE_STAGES = IMAGE_PIPELINE[1:]
+# The processor's outputs (one per case, all images together).
+PROCESSOR_OUTPUTS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+PIXEL_OUTPUTS = ("pixel_values", "pixel_values_videos")
+GRID_OUTPUTS = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+# What the language model sees: the positions cases' stages, pipeline order; all integers but the text rotary.
+POSITION_STAGES = ("input_ids", "attention_mask", "expanded_input_ids", "mm_token_type_ids", "position_ids", "deltas",
+                   "mrope_cos", "mrope_sin")
+TEXT_ROTARY = ("mrope_cos", "mrope_sin")
+# A tower's stages before its blocks, in trace order; then blocks.{i}.attn_residual, blocks.{i}.output; then the merger.
+TOWER_HEAD = ("patch_embed", "rotary_cos", "rotary_sin", "window_index", "cu_seqlens", "cu_window_seqlens")
+TOWER_TAIL = ("merger.ln_q", "output")
+BLOCK_STAGES = ("attn_residual", "output")
+# Integer tower stages (and second_per_grid_ts, a float computed from integers): exact.
+INDEX_STAGES = ("window_index", "cu_seqlens", "cu_window_seqlens", "image_grid_thw", "video_grid_thw",
+                "second_per_grid_ts")
+# Kinds compared exactly whatever the dtype.
+EXACT_KINDS = ("image", "index", "positions")
+# Float tower kinds (a tolerance per dtype in PARITY_TOLERANCES).
+TOWER_FLOAT_KINDS = ("rotary", "patch_embed", "attn_residual", "block_output", "merger.ln_q", "output")
+
+
+def block_stages(depth):
+    """blocks.{i}.attn_residual, blocks.{i}.output for every block, in order."""
+    return tuple(f"blocks.{i}.{s}" for i in range(depth) for s in BLOCK_STAGES)
+
+
+def tower_stages(depth):
+    """Every stage a tower of ``depth`` blocks traces, in trace order (unprefixed)."""
+    return TOWER_HEAD + block_stages(depth) + TOWER_TAIL
+
+
+def tower_stage_order(stages, depth):
+    """The unprefixed tower stage names among ``stages``, in trace order."""
+    return [s for s in tower_stages(depth) if s in stages]
+
+
+def stage_kind(stage):
+    """The tolerance kind of an unprefixed stage name (``blocks.3.output`` -> ``block_output``)."""
+    root = stage.split(".")[0]
+    if root in INDEX_STAGES:
+        return "index"
+    if root in IMAGE_STAGES + PIXEL_OUTPUTS:
+        return "image"
+    if root in TEXT_ROTARY:
+        return "text_rotary"
+    if root in POSITION_STAGES:
+        return "positions"
+    if stage.startswith("rotary_"):
+        return "rotary"
+    if stage.startswith("blocks."):
+        return "attn_residual" if stage.endswith(".attn_residual") else "block_output"
+    if stage in ("patch_embed", "merger.ln_q", "output"):
+        return stage
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def is_image_stage(stage):
+    """Whether ``stage`` (unprefixed) belongs to the image/video processor (not a tower, not positions)."""
+    return stage.split(".")[0] in IMAGE_PIPELINE + PROCESSOR_OUTPUTS
+
+
+def image_index(stage):
+    """The image number of a per-image stage (``resized.1`` -> 1; ``resized`` -> 0)."""
+    _, _, index = stage.partition(".")
+    return int(index) if index.isdigit() else 0
+
+
+def split_tower(name, towers):
+    """(tower or None, unprefixed stage) of a golden name, ``towers`` being the tower names."""
+    head, _, rest = name.partition(".")
+    return (head, rest) if head in towers and rest else (None, name)
+
+
+def pipeline_order(names, towers):
+    """Golden names in pipeline order: image stages image by image, the processor's outputs, the
+    positions stages, then each tower (``towers``: {name: depth}, in that order) in trace order;
+    names not in the vocabulary last, sorted."""
+    def rank(name):
+        tower, base = split_tower(name, towers)
+        if tower is not None:
+            order = tower_stages(towers[tower])
+            return (3, list(towers).index(tower), order.index(base) if base in order else len(order), 0)
+        root = base.split(".")[0]
+        if root in IMAGE_PIPELINE:
+            return (0, image_index(base), IMAGE_PIPELINE.index(root), 0)
+        if root in PROCESSOR_OUTPUTS:
+            return (1, PROCESSOR_OUTPUTS.index(root), 0, 0)
+        if root in POSITION_STAGES:
+            return (2, POSITION_STAGES.index(root), 0, 0)
+        return (4, 0, 0, 0)
+
+    return sorted(names, key=lambda name: (rank(name), name))
+
+
+def case_stages(names, towers):
+    """The stage list a golden's metadata states: ``names`` (its tensors) in pipeline order."""
+    return pipeline_order(list(names), towers)

@@ -1,0 +1,121 @@
+"""Why one stage differs on its own: precision (a rounding explains it) or formula (nothing does).
+
+A stage whose LOCAL error (the implementation's stage against the spec recomputed in float64 from the
+implementation's own input to it) is beyond its tolerance is recomputed again under each hypothesis
+(``goldenlib.local_stages.Variant``):
+
+* precision: the stage's inputs, its weights, both, its intermediate operands (attention q/k/v,
+  the MLP's activation output) or its output rounded to bfloat16 or float16, the rest in float64;
+* formula: another RMSNorm eps (1e-5 for 1e-6), another activation (the tanh GELU or quick GELU for
+  the merger's exact GELU; GELU forms for the blocks' SiLU).
+
+A hypothesis explains the stage when the implementation's stage sits within ``threshold`` of its
+recomputation (the stage's float32 local bound, or HF's own float32 error at that stage as the golden
+records it, whichever is larger) and much closer than to the spec. Precision is named only then;
+otherwise the difference is the stage's formula, named when a formula hypothesis explains it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from goldenlib.local_stages import Variant, recompute
+from goldenlib.tolerances import rel_error
+
+LOW_PRECISIONS = ("float16", "bfloat16")
+# Where each rounding happens, in words (the attribution names it).
+ROUNDINGS = {
+    ("inputs",): "inputs rounded to {dtype}",
+    ("weights",): "weights rounded to {dtype}",
+    ("inputs", "weights"): "inputs and weights rounded to {dtype}",
+    ("operands",): "{operands} rounded to {dtype}",
+    ("output",): "output rounded to {dtype}",
+    ("inputs", "weights", "output"): "inputs, weights and output rounded to {dtype}",
+}
+OPERANDS = {"attn_residual": "q, k, v", "block_output": "the MLP's activation output",
+            "output": "the merger's GELU output"}
+ALTERNATIVE_EPS = (1e-5, 1e-8)
+ALTERNATIVE_ACTS = {"gelu": ("gelu_pytorch_tanh", "quick_gelu"), "silu": ("gelu", "gelu_pytorch_tanh", "quick_gelu")}
+ACT_NAMES = {"gelu_pytorch_tanh": "GELU's tanh approximation", "quick_gelu": "quick GELU (x * sigmoid(1.702 x))",
+             "gelu": "the exact GELU"}
+# A hypothesis must bring the error down at least this much to explain it (not just sit in the noise).
+MIN_GAIN = 4.0
+
+
+@dataclass
+class Explanation:
+    kind: str  # "precision" or "formula"
+    what: str  # in words: "inputs and weights rounded to float16", "RMSNorm eps 1e-05"
+    residual: float  # the stage's rel error against the hypothesis' recomputation
+    variant: Variant
+
+    @property
+    def line(self):
+        return f"{self.kind}: {self.what} (residual {self.residual:.2g})"
+
+
+def precision_variants(kind):
+    """(what, Variant) for every rounding hypothesis of a stage of ``kind``."""
+    out = []
+    for dtype in LOW_PRECISIONS:
+        for fields, text in ROUNDINGS.items():
+            if fields == ("operands",) and kind not in OPERANDS:
+                continue
+            what = text.format(dtype=dtype, operands=OPERANDS.get(kind, ""))
+            out.append((what, Variant(**{field: dtype for field in fields})))
+        if kind == "attn_residual":
+            out.append((f"k and v rounded to {dtype} (a {dtype} K/V, as flash attention kernels keep it)",
+                        Variant(operands=dtype, kv_only=True)))
+    return out
+
+
+def valued_in(values, dtype):
+    """Whether every value is a ``dtype`` number (what a stage computed in that dtype and widened holds)."""
+    from goldenlib.local_stages import round_to
+
+    return bool(np.array_equal(round_to(values, dtype), values))
+
+
+def computed_in(values, kind, local_error, bounds):
+    """The low precision a stage was evidently computed in: its values are all that dtype's numbers
+    and its local error is within that dtype's local bound (``bounds(kind, dtype)``); else None."""
+    for dtype in ("float16", "bfloat16"):
+        bound = bounds(kind, dtype)
+        if bound is not None and local_error <= bound and valued_in(values, dtype):
+            return dtype
+    return None
+
+
+def formula_variants(kind, act):
+    """(what, Variant) for every formula hypothesis of a stage of ``kind`` (``act``: the spec's activation)."""
+    out = []
+    if kind in ("attn_residual", "block_output", "merger.ln_q"):
+        out += [(f"RMSNorm eps {eps:g} (the spec: 1e-06)", Variant(eps=eps)) for eps in ALTERNATIVE_EPS]
+    if kind in ("block_output", "output"):
+        out += [(f"the activation is {ACT_NAMES.get(a, a)} where the spec has {ACT_NAMES.get(act, act)}",
+                 Variant(act=a)) for a in ALTERNATIVE_ACTS.get(act, ())]
+    return out
+
+
+def explain(stage, kind, values, local_error, inputs, weights, config, grid, threshold, act, bounds):
+    """The best :class:`Explanation` of a stage whose local error is beyond its tolerance, or None
+    (a formula difference nothing here names). ``values``: the implementation's stage (float64);
+    ``inputs``: what it was computed from (its own where it has them); ``bounds(kind, dtype)``: the
+    local bounds."""
+    low = computed_in(values, kind, local_error, bounds)
+    if low is not None:
+        return Explanation("precision", f"computed in {low} (every value a {low} number, local error within the "
+                                        f"{low} bound {bounds(kind, low):.2g})", local_error, Variant(output=low))
+    best = None
+    for family, variants in (("precision", precision_variants(kind)), ("formula", formula_variants(kind, act))):
+        for what, variant in variants:
+            expected = recompute(stage, inputs, weights, config, grid, variant)
+            if expected is None:
+                continue
+            residual = rel_error(values, expected)
+            if residual <= threshold and residual * MIN_GAIN <= local_error and (
+                    best is None or residual < best.residual):
+                best = Explanation(family, what, residual, variant)
+    return best

@@ -1,0 +1,92 @@
+"""Local verdicts of a stage dump: every tower stage recomputed by the reference in float64 from the
+dump's OWN input to it (``goldenlib.local_stages``), so each stage's own difference is named even
+after an earlier stage drifted; a stage beyond its local tolerance is then explained, where a
+rounding or a named formula change explains it (``parity.hypotheses``).
+
+Inputs a dump does not hold are taken from the golden (said in the row's note): the verdict is then
+the stage's own only if the port's input equals the golden's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from goldenlib.local_stages import recompute, stage_inputs
+from goldenlib.tolerances import DUMP_FLOAT32_LOCAL_FLOORS, PARITY_TOLERANCES, Tol, rel_error
+
+from .hypotheses import explain
+
+GRID_ONLY = ("rotary", "index")  # no input but the grid: local = accumulated
+
+
+def local_bound(kind, dtype):
+    """The local bound for a stage of ``kind`` judged at ``dtype``, or None (no entry). float32:
+    never below what HF's own float32 tower measures locally (``DUMP_FLOAT32_LOCAL_FLOORS``)."""
+    tol = PARITY_TOLERANCES.get((dtype, kind))
+    if tol is None:
+        return None
+    return max(tol.local, DUMP_FLOAT32_LOCAL_FLOORS.get(kind, 0.0)) if dtype == "float32" else tol.local
+
+
+def hypothesis_threshold(kind, judged, hf_error):
+    """How close an explaining recomputation must be: the float32 local bound, or HF's own float32
+    error at this stage (as the golden records it), whichever is larger; a low-precision judged stage
+    keeps its dtype's bound."""
+    if judged in ("float32", "float64"):
+        return max(local_bound(kind, "float32") or 0.0, hf_error or 0.0)
+    return local_bound(kind, judged) or 0.0
+
+
+def _inputs(row, tower, golden, values):
+    """({input stage: float64 array}, [inputs taken from the golden]) of ``row``'s stage."""
+    base = row.stage[len(tower) + 1:]
+    config = golden.towers[tower]
+    inputs, from_golden = {}, []
+    for name in stage_inputs(base, config.depth) or ():
+        keys = ("pixel_values_videos", "pixel_values") if name == "pixel_values" else (f"{tower}.{name}",)
+        key = next((k for k in keys if k in values), None)
+        if key is None:
+            key = next((k for k in keys if k in golden.tensors), None)
+            if key is None:
+                return None, [name]
+            from_golden.append(key)
+            inputs[name] = np.asarray(golden.tensors[key], np.float64)
+        else:
+            inputs[name] = values[key]
+    return inputs, from_golden
+
+
+def add_local_verdicts(rows, golden, weights_of):
+    """Set ``local``, the local bound (``tol.local``), ``explanation`` and a note on every float tower
+    row of ``rows`` whose tower's weights ``weights_of(tower)`` gives (None: not available)."""
+    values = {row.stage: row.values for row in rows if getattr(row, "values", None) is not None
+              and row.problem is None}
+    grid = golden.tensors.get("video_grid_thw", golden.tensors.get("image_grid_thw"))
+    hf_errors = golden.hf_errors
+    for tower, config in golden.towers.items():
+        own = [row for row in rows if row.stage.startswith(tower + ".") and row.problem is None]
+        if not any(row.kind not in GRID_ONLY for row in own):
+            continue
+        weights = weights_of(tower)
+        if weights is None:
+            for row in own:
+                row.note = "; ".join(filter(None, [row.note, "no local verdict: this tower's weights are not stored"]))
+            continue
+        for row in own:
+            if row.kind in GRID_ONLY:
+                continue
+            bound = local_bound(row.kind, row.judged_as)
+            inputs, from_golden = _inputs(row, tower, golden, values)
+            if inputs is None or bound is None:
+                continue
+            base = row.stage[len(tower) + 1:]
+            expected = recompute(base, inputs, weights, config, grid)
+            row.local = rel_error(row.values, expected)
+            row.tol = Tol(bound, row.tol.accumulated)
+            if from_golden:
+                row.note = "; ".join(filter(None, [row.note, "local from the golden's " + ", ".join(
+                    f"`{k}`" for k in from_golden) + " (not in the dump)"]))
+            if row.local > bound:
+                threshold = hypothesis_threshold(row.kind, row.judged_as, hf_errors.get(row.stage))
+                row.explanation = explain(base, row.kind, row.values, row.local, inputs, weights, config, grid,
+                                          threshold, config.hidden_act, local_bound)
