@@ -6,12 +6,14 @@ project's code), that checks itself against a golden by writing a stage dump.
 
     uv run python examples/plain_torch_port.py --mistake window-order --out bad.safetensors
     uv run parity_report.py --case photo_astronaut --dump bad.safetensors         # exit 1, names the stage
+    uv run python examples/plain_torch_port.py --mistake f16-patch-embed,tanh-gelu --out two.safetensors
 
 It reads the case's input image and the tower's weights straight from the golden files (any
 safetensors reader would do), runs the image processor and the tower, and writes every stage
 under the golden's names. ``--mistake`` plants one of the errors of docs/spec.md's table "where
-ports go wrong" (docs/porting.md shows the report for each); ``--dtype bfloat16`` runs the tower
-in bfloat16 and writes it so (judged with the bfloat16 tolerances).
+ports go wrong", or what real ports were found doing (several: comma-separated; docs/porting.md
+shows the report for each); ``--dtype bfloat16`` runs the tower in bfloat16 and writes it so
+(judged with the bfloat16 tolerances).
 """
 
 import argparse
@@ -27,7 +29,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-MISTAKES = ("none", "window-order", "merge-order", "float-resize", "bf16")
+MISTAKES = ("none", "window-order", "merge-order", "float-resize", "bf16", "tanh-gelu", "eps-1e-5", "f16-patch-embed",
+            "letterbox", "repeated-bounds")
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 PATCH, MERGE, TEMPORAL = 14, 2, 2
@@ -81,7 +84,16 @@ def preprocess(image, params, mistake="none"):
     """The PIL-backend image processor: (stages, pixel_values, image_grid_thw)."""
     h, w = image.shape[:2]
     th, tw = smart_resize(h, w, params.get("min_pixels", 3136), params.get("max_pixels", 12845056))
-    if mistake == "float-resize":  # planted mistake: resize in float, no clamp, no rounding
+    if "letterbox" in mistake:  # planted mistake (llama.cpp's): keep the aspect, pad the rest with black
+        scale = min(th / h, tw / w)
+        ih, iw = round(h * scale), round(w * scale)
+        inner = np.array(Image.fromarray(image).resize((iw, ih), Image.BICUBIC))
+        canvas = np.zeros((th, tw, 3), np.uint8)
+        top, left = (th - ih) // 2, (tw - iw) // 2
+        canvas[top:top + ih, left:left + iw] = inner
+        resized = torch.from_numpy(canvas)
+        rescaled = (resized.permute(2, 0, 1).double() * (1 / 255)).float()
+    elif "float-resize" in mistake:  # planted mistake: resize in float, no clamp, no rounding
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
         rescaled = F.interpolate(x, size=(th, tw), mode="bicubic", antialias=True, align_corners=False)[0]
         resized = (rescaled * 255).permute(1, 2, 0)
@@ -90,7 +102,7 @@ def preprocess(image, params, mistake="none"):
         rescaled = (resized.permute(2, 0, 1).double() * (1 / 255)).float()
     mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
     normalized = (rescaled - mean) / std
-    pixel_values, grid = patchify(normalized, merge_order=mistake != "merge-order")
+    pixel_values, grid = patchify(normalized, merge_order="merge-order" not in mistake)
     stages = {"resized": resized, "rescaled": rescaled, "normalized": normalized, "pixel_values": pixel_values,
               "image_grid_thw": grid}
     return stages, pixel_values, grid
@@ -116,12 +128,13 @@ def rotary_tables(gh, gw, head_dim, theta):
     return angle.cos(), angle.sin()
 
 
-def windows(gh, gw, window_size):
-    """window_index (merged tokens window by window, row-major in each) and cu_window_seqlens."""
+def windows(gh, gw, window_size, keep_empty=False):
+    """window_index (merged tokens window by window, row-major in each) and cu_window_seqlens.
+    ``keep_empty``: also the empty windows of HF's padding to whole windows (repeated bounds)."""
     mh, mw, side = gh // MERGE, gw // MERGE, window_size // MERGE // PATCH
     index, cu = [], [0]
-    for r0 in range(0, mh, side):
-        for c0 in range(0, mw, side):
+    for r0 in range(0, mh + (side if keep_empty else 0), side):
+        for c0 in range(0, mw + (side if keep_empty else 0), side):
             tokens = [r * mw + c for r in range(r0, min(r0 + side, mh)) for c in range(c0, min(c0 + side, mw))]
             index += tokens
             cu.append(cu[-1] + len(tokens) * MERGE * MERGE)
@@ -150,31 +163,37 @@ def tower(pixel_values, grid, w, config, mistake="none"):
     _, gh, gw = grid[0].tolist()
     dtype = w["patch_embed.proj.weight"].dtype
     heads, depth = config["num_heads"], config["depth"]
-    x = pixel_values.to(dtype) @ w["patch_embed.proj.weight"].reshape(config["hidden_size"], -1).T
+    eps = 1e-5 if "eps-1e-5" in mistake else 1e-6  # planted mistake: another RMSNorm eps in every norm
+    kernel = w["patch_embed.proj.weight"].reshape(config["hidden_size"], -1)
+    if "f16-patch-embed" in mistake:  # planted mistake (llama.cpp's F16 im2col): pixels and kernel in float16
+        x = pixel_values.half().to(dtype) @ kernel.half().to(dtype).T
+    else:
+        x = pixel_values.to(dtype) @ kernel.T
     cos, sin = rotary_tables(gh, gw, config["hidden_size"] // heads, config["rope_theta"])
-    window_index, cu_window = windows(gh, gw, config["window_size"])
+    window_index, cu_window = windows(gh, gw, config["window_size"], keep_empty="repeated-bounds" in mistake)
     cu_full = torch.tensor([0, gh * gw])
     stages = {"patch_embed": x, "rotary_cos": cos, "rotary_sin": sin, "window_index": window_index,
               "cu_seqlens": cu_full, "cu_window_seqlens": cu_window}
     rows = (window_index[:, None] * MERGE * MERGE + torch.arange(MERGE * MERGE)).flatten()
-    if mistake == "window-order":  # planted mistake: the window segments applied to unpermuted rows
+    if "window-order" in mistake:  # planted mistake: the window segments applied to unpermuted rows
         rows = torch.arange(len(rows))
     x, cos, sin = x[rows], cos[rows], sin[rows]
     original = lambda t: torch.empty_like(t).index_copy_(0, rows, t)  # noqa: E731  window order -> original
     for i in range(depth):
         p = f"blocks.{i}"
         cu = cu_full if i in config["fullatt_block_indexes"] else cu_window
-        x = x + attention(rms_norm(x, w[f"{p}.norm1.weight"]), cos, sin, cu, w, f"{p}.attn", heads)
+        x = x + attention(rms_norm(x, w[f"{p}.norm1.weight"], eps), cos, sin, cu, w, f"{p}.attn", heads)
         stages[f"{p}.attn_residual"] = original(x)
-        n = rms_norm(x, w[f"{p}.norm2.weight"])
+        n = rms_norm(x, w[f"{p}.norm2.weight"], eps)
         gate = F.silu(F.linear(n, w[f"{p}.mlp.gate_proj.weight"], w[f"{p}.mlp.gate_proj.bias"]))
         up = F.linear(n, w[f"{p}.mlp.up_proj.weight"], w[f"{p}.mlp.up_proj.bias"])
         x = x + F.linear(gate * up, w[f"{p}.mlp.down_proj.weight"], w[f"{p}.mlp.down_proj.bias"])
         stages[f"{p}.output"] = original(x)
-    ln = rms_norm(x, w["merger.ln_q.weight"])
+    ln = rms_norm(x, w["merger.ln_q.weight"], eps)
     stages["merger.ln_q"] = original(ln)
     merged = ln.reshape(-1, MERGE * MERGE * config["hidden_size"])  # 4 consecutive rows: one 2x2 block
-    merged = F.linear(F.gelu(F.linear(merged, w["merger.mlp.0.weight"], w["merger.mlp.0.bias"])),
+    gelu = "tanh" if "tanh-gelu" in mistake else "none"  # planted mistake: the tanh approximation
+    merged = F.linear(F.gelu(F.linear(merged, w["merger.mlp.0.weight"], w["merger.mlp.0.bias"]), approximate=gelu),
                       w["merger.mlp.2.weight"], w["merger.mlp.2.bias"])
     token_order = rows[::MERGE * MERGE] // (MERGE * MERGE)
     stages["output"] = torch.empty_like(merged).index_copy_(0, token_order, merged)  # out[window_index] = merged
@@ -185,17 +204,19 @@ def tower(pixel_values, grid, w, config, mistake="none"):
 
 
 def run(case="photo_astronaut", tower_name="tiny_a", mistake="none", dtype="float32", golden=GOLDEN):
-    """{golden stage name: tensor} of this port on ``case``."""
-    if mistake not in MISTAKES:
-        raise ValueError(f"unknown mistake {mistake!r}; choose from {', '.join(MISTAKES)}")
+    """{golden stage name: tensor} of this port on ``case`` (``mistake``: one, or several comma-separated)."""
+    mistakes = tuple(mistake.split(","))
+    unknown = [m for m in mistakes if m not in MISTAKES]
+    if unknown:
+        raise ValueError(f"unknown mistake {unknown}; choose from {', '.join(MISTAKES)}")
     image, params = read_case_input(Path(golden), case)
     weights, config = read_weights(Path(golden), tower_name)
-    compute = torch.bfloat16 if mistake == "bf16" or dtype == "bfloat16" else getattr(torch, dtype)
+    compute = torch.bfloat16 if "bf16" in mistakes or dtype == "bfloat16" else getattr(torch, dtype)
     weights = {k: v.to(compute) for k, v in weights.items()}
-    image_stages, pixel_values, grid = preprocess(image, params, mistake)
+    image_stages, pixel_values, grid = preprocess(image, params, mistakes)
     with torch.no_grad():
-        tower_stages = tower(pixel_values, grid, weights, config, mistake)
-    if mistake == "bf16":  # planted mistake: computed in bfloat16, written (and claimed) as float32
+        tower_stages = tower(pixel_values, grid, weights, config, mistakes)
+    if "bf16" in mistakes:  # planted mistake: computed in bfloat16, written (and claimed) as float32
         tower_stages = {k: v.float() if v.is_floating_point() else v for k, v in tower_stages.items()}
     dump = dict(image_stages)
     dump.update({f"{tower_name}.{k}": v for k, v in tower_stages.items()})
@@ -206,7 +227,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", default="photo_astronaut")
     parser.add_argument("--tower", default="tiny_a", choices=("tiny_a", "tiny_b"))
-    parser.add_argument("--mistake", default="none", choices=MISTAKES)
+    parser.add_argument("--mistake", default="none", help=f"one or several (comma-separated) of {', '.join(MISTAKES)}")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--golden", default=str(GOLDEN), help="the golden folder")
     parser.add_argument("--out", default="dump.safetensors")

@@ -62,6 +62,7 @@ class Variant:
     eps: float | None = None  # RMSNorm eps (None: the spec's)
     act: str | None = None  # the stage's activation (None: the spec's)
     kv_only: bool = False  # attention operands: only k and v rounded (a float16 K/V cache, q kept)
+    window_order: bool = True  # False: window segments applied to rows left in merge-block order (not permuted)
 
     @property
     def is_spec(self):
@@ -148,7 +149,7 @@ def recompute(stage, inputs, weights, config, grid, variant=SPEC):
             index, cu_window = window_index(grid, window_size=config.window_size, patch_size=config.patch_size,
                                             spatial_merge_size=config.spatial_merge_size)
             cu = full_cu_seqlens(grid) if i in config.fullatt_block_indexes else cu_window
-            rows = patch_rows(index, config.merge_unit)
+            rows = patch_rows(index, config.merge_unit) if v.window_order else np.arange(len(x))
             cos, sin = (np.asarray(inputs[name], np.float64)[rows] for name in ("rotary_cos", "rotary_sin"))
             out = unpermute(_attention_half(x[rows], cos, sin, cu, block["norm1"], block["attn"], config.num_heads,
                                             v), rows)

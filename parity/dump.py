@@ -588,20 +588,20 @@ def _attribute_locally(report, golden, first, tower, base, size):
         return Attribution("inherited", f"inherited: `{first.stage}` ({size}) is right for its own input ({local}): "
                                         f"the difference comes from upstream ({inputs}, or what came before them "
                                         f"outside the dump); {_image_state(report)}")
-    if _unpermuted_windows(golden, tower, base, first):
+    explanation = first.explanation
+    if explanation is not None and explanation.kind == "order":
         block = base.split(".")[1]
         return Attribution("order", f"order: `{first.stage}` ({size}) is what block {block} gives when its "
                                     "window segments are applied to rows left in merge-block order (no window_index "
                                     "permutation before block 0): the window order; an order mistake, not a "
                                     "precision one")
-    explanation = first.explanation
     hf_error = golden.hf_errors.get(first.stage)
     hf_text = f", HF's own float32 error here {hf_error:.2g}" if hf_error is not None else ""
     if explanation is not None and explanation.kind == "precision":
-        return Attribution("precision", f"precision: `{first.stage}` differs on its own ({local}); recomputed with its "
-                                        f"{explanation.what} it agrees (residual {explanation.residual:.2g}{hf_text}): "
-                                        f"computed right, in lower precision than the {first.judged_as} it is "
-                                        f"judged as; {_image_state(report)}")
+        return Attribution("precision", f"precision: `{first.stage}` differs on its own ({local}), and "
+                                        f"{explanation.what} explains it (residual {explanation.residual:.2g}"
+                                        f"{hf_text}): computed right, in lower precision than the {first.judged_as} "
+                                        f"it is judged as; {_image_state(report)}")
     hint = _tower_hint(report, golden, tower, base)
     if explanation is not None:
         return Attribution("formula", f"formula: `{first.stage}` differs on its own ({local}) and no rounding of its "

@@ -9,6 +9,9 @@ implementation's own input to it) is beyond its tolerance is recomputed again un
 * formula: another RMSNorm eps (1e-5 for 1e-6), another activation (the tanh GELU or quick GELU for
   the merger's exact GELU; GELU forms for the blocks' SiLU).
 
+* order: a window block's attention applied to rows left in merge-block order (no window_index
+  permutation before block 0).
+
 A hypothesis explains the stage when the implementation's stage sits within ``threshold`` of its
 recomputation (the stage's float32 local bound, or HF's own float32 error at that stage as the golden
 records it, whichever is larger) and much closer than to the spec. Precision is named only then;
@@ -27,12 +30,12 @@ from goldenlib.tolerances import rel_error
 LOW_PRECISIONS = ("float16", "bfloat16")
 # Where each rounding happens, in words (the attribution names it).
 ROUNDINGS = {
-    ("inputs",): "inputs rounded to {dtype}",
-    ("weights",): "weights rounded to {dtype}",
-    ("inputs", "weights"): "inputs and weights rounded to {dtype}",
-    ("operands",): "{operands} rounded to {dtype}",
-    ("output",): "output rounded to {dtype}",
-    ("inputs", "weights", "output"): "inputs, weights and output rounded to {dtype}",
+    ("inputs",): "its inputs rounded to {dtype}",
+    ("weights",): "its weights rounded to {dtype}",
+    ("inputs", "weights"): "its inputs and weights rounded to {dtype}",
+    ("operands",): "its {operands} rounded to {dtype}",
+    ("output",): "its output rounded to {dtype}",
+    ("inputs", "weights", "output"): "its inputs, weights and output rounded to {dtype}",
 }
 OPERANDS = {"attn_residual": "q, k, v", "block_output": "the MLP's activation output",
             "output": "the merger's GELU output"}
@@ -46,7 +49,7 @@ MIN_GAIN = 4.0
 
 @dataclass
 class Explanation:
-    kind: str  # "precision" or "formula"
+    kind: str  # "precision", "formula" or "order"
     what: str  # in words: "inputs and weights rounded to float16", "RMSNorm eps 1e-05"
     residual: float  # the stage's rel error against the hypothesis' recomputation
     variant: Variant
@@ -66,7 +69,7 @@ def precision_variants(kind):
             what = text.format(dtype=dtype, operands=OPERANDS.get(kind, ""))
             out.append((what, Variant(**{field: dtype for field in fields})))
         if kind == "attn_residual":
-            out.append((f"k and v rounded to {dtype} (a {dtype} K/V, as flash attention kernels keep it)",
+            out.append((f"its k and v rounded to {dtype} (a {dtype} K/V, as flash attention kernels keep it)",
                         Variant(operands=dtype, kv_only=True)))
     return out
 
@@ -99,6 +102,14 @@ def formula_variants(kind, act):
     return out
 
 
+def order_variants(stage, kind, config):
+    """The window-order hypothesis of a window block's attention half."""
+    if kind != "attn_residual" or int(stage.split(".")[1]) in config.fullatt_block_indexes:
+        return []
+    return [("the window segments applied to rows left in merge-block order (no window_index permutation before "
+             "block 0): the window order", Variant(window_order=False))]
+
+
 def explain(stage, kind, values, local_error, inputs, weights, config, grid, threshold, act, bounds):
     """The best :class:`Explanation` of a stage whose local error is beyond its tolerance, or None
     (a formula difference nothing here names). ``values``: the implementation's stage (float64);
@@ -106,10 +117,11 @@ def explain(stage, kind, values, local_error, inputs, weights, config, grid, thr
     local bounds."""
     low = computed_in(values, kind, local_error, bounds)
     if low is not None:
-        return Explanation("precision", f"computed in {low} (every value a {low} number, local error within the "
-                                        f"{low} bound {bounds(kind, low):.2g})", local_error, Variant(output=low))
+        return Explanation("precision", f"the stage computed in {low} (every value a {low} number, local error within "
+                                        f"the {low} bound {bounds(kind, low):.2g})", local_error, Variant(output=low))
     best = None
-    for family, variants in (("precision", precision_variants(kind)), ("formula", formula_variants(kind, act))):
+    for family, variants in (("precision", precision_variants(kind)), ("formula", formula_variants(kind, act)),
+                             ("order", order_variants(stage, kind, config))):
         for what, variant in variants:
             expected = recompute(stage, inputs, weights, config, grid, variant)
             if expected is None:

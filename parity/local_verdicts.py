@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from goldenlib.local_stages import recompute, stage_inputs
+from goldenlib.local_stages import MERGER_ACT, recompute, stage_inputs
 from goldenlib.tolerances import DUMP_FLOAT32_LOCAL_FLOORS, PARITY_TOLERANCES, Tol, rel_error
 
 from .hypotheses import explain
@@ -88,5 +88,6 @@ def add_local_verdicts(rows, golden, weights_of):
                     f"`{k}`" for k in from_golden) + " (not in the dump)"]))
             if row.local > bound:
                 threshold = hypothesis_threshold(row.kind, row.judged_as, hf_errors.get(row.stage))
+                act = MERGER_ACT if base == "output" else config.hidden_act
                 row.explanation = explain(base, row.kind, row.values, row.local, inputs, weights, config, grid,
-                                          threshold, config.hidden_act, local_bound)
+                                          threshold, act, local_bound)

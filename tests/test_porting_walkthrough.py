@@ -23,8 +23,9 @@ sys.path.insert(0, str(SCRIPT.parent))
 import plain_torch_port  # noqa: E402
 
 PROJECT_PACKAGES = ("reference", "parity", "goldenlib", "torch_port", "tune_recipes", "benchmarks")
-# | `--mistake window-order` | 1 | `tiny_a.blocks.0.attn_residual` | order | ...
-ROW = re.compile(r"^\| `(--mistake [\w-]+|--dtype \w+)` \| (\d) \| `([\w.]+|none)` \| (\w+) \|")
+# | `--mistake window-order` | 1 | `tiny_a.blocks.0.attn_residual` | order | `tiny_a.blocks.0.attn_residual`, ... | ...
+ROW = re.compile(r"^\| `(--mistake [\w,-]+(?: --case \w+)?|--dtype \w+)` \| (\d) \| `([\w.]+|none)` \| (\w+) \| "
+                 r"([^|]+) \|")
 
 
 def documented_verdicts():
@@ -33,21 +34,32 @@ def documented_verdicts():
 
 
 def test_the_page_lists_every_mistake():
-    switches = {switch for switch, *_ in documented_verdicts()}
-    assert switches == {f"--mistake {m}" for m in plain_torch_port.MISTAKES} | {"--dtype bfloat16"}
+    planted = {m for switch, *_ in documented_verdicts() if switch.startswith("--mistake")
+               for m in switch.split()[1].split(",")}
+    assert planted == set(plain_torch_port.MISTAKES)
+    assert "--dtype bfloat16" in {switch for switch, *_ in documented_verdicts()}
 
 
-@pytest.mark.parametrize("switch, code, stage, kind", documented_verdicts())
-def test_documented_verdict(switch, code, stage, kind):
-    option, value = switch.split()
-    dump = plain_torch_port.run(**({"mistake": value} if option == "--mistake" else {"dtype": value}))
-    report = compare_dump("photo_astronaut", dump)
+@pytest.mark.parametrize("switch, code, stage, kind, local", documented_verdicts())
+def test_documented_verdict(switch, code, stage, kind, local):
+    words = switch.split()
+    options = dict(zip(words[::2], words[1::2]))
+    case = options.get("--case", "photo_astronaut")
+    dump = plain_torch_port.run(case=case, mistake=options.get("--mistake", "none"),
+                                dtype=options.get("--dtype", "float32"))
+    report = compare_dump(case, dump)
     first = report.first_failure
     assert report.exit_code == int(code), report.attribution.line
     assert (first.stage if first else "none") == stage
     assert report.attribution.kind == kind, report.attribution.line
     if first is not None:  # the report names the stage where the spec's table says the mistake first shows
         assert first.stage.split(".")[0] in ("resized", "pixel_values", "tiny_a"), first.stage
+    documented = re.findall(r"`([\w.]+)`", local)
+    named = [row.stage for row in report.local_differences]
+    if local.strip().endswith("..."):  # the first ones of a longer list
+        assert named[:len(documented)] == documented, named
+    else:
+        assert named == documented, named
 
 
 def test_script_uses_none_of_the_project():
@@ -68,6 +80,25 @@ def test_script_file_through_the_command(tmp_path):
     assert code == 1
     assert "first stage out of tolerance: pixel_values" in text.getvalue()
     assert "attribution: order:" in text.getvalue()
+    assert "\nlocal differences: none\n" in text.getvalue()
+
+
+def test_local_differences_line_through_the_command(tmp_path):
+    """llama.cpp's float16 patch embedding and a tanh GELU in the merger: both named, each at its stage,
+    although every stage after patch_embed is off by float16 amounts."""
+    out = tmp_path / "two.safetensors"
+    with redirect_stdout(io.StringIO()):
+        plain_torch_port.main(["--mistake", "f16-patch-embed,tanh-gelu", "--out", str(out)])
+    text = io.StringIO()
+    with redirect_stdout(text):
+        code = parity_report.main(["--dump", str(out), "--out", "", "--plot", ""])
+    lines = text.getvalue().splitlines()
+    assert code == 1
+    assert "local differences: tiny_a.patch_embed, tiny_a.output" in lines
+    assert any(line.startswith("- `tiny_a.patch_embed`") and "precision: its inputs and weights rounded to float16"
+               in line for line in lines)
+    assert any(line.startswith("- `tiny_a.output`") and "formula: the activation is GELU's tanh approximation"
+               in line for line in lines)
 
 
 # ------------------------------------------------------------------ the page's HF pitfalls, on the installed HF
