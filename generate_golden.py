@@ -5,6 +5,7 @@
     uv run generate_golden.py --check --report drift.md   # the report also to a file (never into golden/)
     uv run generate_golden.py --case gray --no-full        # recompute only these; every other golden is kept
     uv run generate_golden.py --force gray                 # rewrite gray even if it reproduces (--force-all: all)
+    uv run generate_golden.py --float32-copy photo_astronaut --out astronaut_f32.safetensors   # for MLX (no F64)
 
 Exit codes: 0 no drift (or written), 1 drift, or a case where HF differs from the reference or refuses
 the input (nothing written), 2 cannot check: the installed transformers is outside the supported range
@@ -252,7 +253,13 @@ def main(argv=None):
     parser.add_argument("--force", action="append", metavar="NAME",
                         help="rewrite this case even when it reproduces (repeatable; it must be among those built)")
     parser.add_argument("--force-all", action="store_true", help="rewrite every case built, whether it moved or not")
+    parser.add_argument("--float32-copy", metavar="NAME",
+                        help="write a float32 / int32 copy of golden NAME to --out (for readers without float64, "
+                             "e.g. MLX) and exit; nothing else is computed or written")
+    parser.add_argument("--out", metavar="PATH", help="--float32-copy: the file to write")
     args = parser.parse_args(argv)
+    if args.float32_copy is not None or args.out is not None:
+        return _float32_copy(parser, args)
     folder = store.Path(args.golden_dir)
     only = set(args.case) if args.case else None
     known = set(stored_names())
@@ -282,6 +289,23 @@ def main(argv=None):
             raise
         print(cannot_check(error), file=sys.stderr)
         return 2
+
+
+def _float32_copy(parser, args):
+    from goldenlib.float32_copy import write_float32_copy
+
+    if args.float32_copy is None or args.out is None:
+        parser.error("--float32-copy NAME and --out PATH go together")
+    if args.float32_copy not in set(store.case_names(args.golden_dir)):
+        parser.error(f"--float32-copy: no golden {args.float32_copy!r} in {args.golden_dir}; known: "
+                     f"{', '.join(store.case_names(args.golden_dir))}")
+    try:
+        path = write_float32_copy(args.float32_copy, args.out, args.golden_dir)
+    except (store.GoldenIntegrityError, ValueError) as error:
+        print(f"generate_golden.py: {error}; nothing written", file=sys.stderr)
+        return 1
+    print(f"wrote {path}: {args.float32_copy} with float64 -> float32, int64 -> int32")
+    return 0
 
 
 def _log(message):
@@ -321,7 +345,7 @@ def write_what_moved(folder, cases, report, table, partial=False, selected=False
     moved. ``partial``: not every case was recomputed (the others are kept; ``selected``: by --case,
     else by --no-full), so the verification record is left as it is."""
     from goldenlib import verified
-    from goldenlib.rewrite import assess, within_bounds
+    from goldenlib.rewrite import METADATA_ONLY, assess, within_bounds
 
     start = time.perf_counter() if start is None else start
     folder = store.Path(folder)
@@ -332,6 +356,9 @@ def write_what_moved(folder, cases, report, table, partial=False, selected=False
         rows += case_rows
         if reason is None and name in forced:
             reason = "forced (--force)"
+        elif reason is not None and reason.startswith(METADATA_ONLY):  # values reproduce: keep their bytes,
+            stored, old = store.read_case(name, folder)  # and what they were written with
+            cases[name] = (stored, {**metadata, **{k: old[k] for k in ("versions",) if k in old}})
         if reason is not None:
             rewrite[name] = reason
             _log(f"{name:22s} rewrite: {reason}")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from .cases import TOWERS, Case, weights_case_name
-from .image_goldens import crosscheck, image_metadata, run_reference
+from .image_goldens import case_params, crosscheck, image_metadata, run_reference
+from .processor_settings import processor_settings
+from .stage_vocabulary import case_stages
 from .tolerances import HF_CROSSCHECK_BOUND, POSITIONS_ROTARY_VS_HF_BOUND
 from .tower_goldens import hf_crosscheck, run_tower
 
@@ -69,7 +71,9 @@ def build_positions(case: Case):
     if bad:
         raise CrosscheckError(f"case {case.name}: mRoPE cos/sin differ from HF beyond "
                               f"{POSITIONS_ROTARY_VS_HF_BOUND:g}: {bad}", bad)
-    return tensors, positions_metadata(case), errors
+    metadata = {**positions_metadata(case), "stages": case_stages(tensors, {}),
+                "hf_float32_error": {stage: float(f"{error:.3g}") for stage, error in errors.items()}}
+    return tensors, metadata, errors
 
 
 def build_case(case: Case, towers=None, weights_of=None):
@@ -99,7 +103,23 @@ def build_case(case: Case, towers=None, weights_of=None):
             if case.tower_dtype != "float64" and np.issubdtype(np.asarray(value).dtype, np.floating):
                 value = value.astype(case.tower_dtype)
             tensors[f"{name}.{stage}"] = value
-    return tensors, _metadata(case, towers), report
+    metadata = _metadata(case, towers)
+    metadata["stages"] = case_stages(tensors, {name: TOWERS[name].config.depth for name in towers})
+    if case.make is not None:
+        metadata["processor"] = processor_settings(case.kind, case_params(case) if case.kind != "video" else case.params)
+    metadata["hf_float32_error"] = hf_float32_errors(report)
+    return tensors, metadata, report
+
+
+def hf_float32_errors(report):
+    """{stored stage name: HF's float32 tower's relative error there} (the worst over the attention
+    implementations cross-checked), 3 digits: what the dump verdicts hold a precision hypothesis to."""
+    worst = {}
+    for _, tower, errors in report:
+        for (_, stage), error in errors.items():
+            key = f"{tower}.{stage}"
+            worst[key] = max(worst.get(key, 0.0), error)
+    return {key: float(f"{error:.3g}") for key, error in sorted(worst.items())}
 
 
 def _metadata(case, towers):

@@ -1,9 +1,8 @@
 """The drift report of ``generate_golden.py --check``: recomputed cases against the stored goldens.
 
-* Stages are listed in pipeline order, taken from the code that produces them: the image stages
-  in ``PREPROCESS_ORDER`` (image and video), the outputs, then each tower (``TOWERS``
-  order) in its trace order, then a positions case's inputs and its stages (the order of
-  ``goldenlib.stage_vocabulary``).
+* Stages are listed in pipeline order (``goldenlib.stage_vocabulary``): the image stages image by
+  image, the processor's outputs, the positions stages, then each tower (``TOWERS`` order) in its
+  trace order.
 * A drifted stage is LOCAL when the stage, recomputed from the golden's own upstream stage
   (teacher forcing: ``goldenlib.local_stages`` for the towers), still differs from the golden; it
   is INHERITED when that recomputation reproduces the golden: the stage is fine and only carries a
@@ -22,12 +21,12 @@ import numpy as np
 
 from . import store
 from .cases import BY_NAME, TOWERS, weights_case_name
-from .stage_vocabulary import GRID_OUTPUTS, IMAGE_PIPELINE, PROCESSOR_OUTPUTS, tower_stage_order, tower_stages
+from .stage_vocabulary import IMAGE_PIPELINE, PROCESSOR_OUTPUTS, pipeline_order
+from .stage_vocabulary import pipeline_rank as stage_rank
 from .tolerances import DRIFT_BOUNDS, rel_error
 
 # second_per_grid_ts: a positions case's float input, stored as given.
-EXACT_STAGES = IMAGE_PIPELINE + PROCESSOR_OUTPUTS + GRID_OUTPUTS
-PREPROCESS_ORDER, OUTPUT_ORDER = IMAGE_PIPELINE, PROCESSOR_OUTPUTS
+EXACT_STAGES = IMAGE_PIPELINE + PROCESSOR_OUTPUTS
 WEIGHTS_CASES = tuple(weights_case_name(tower) for tower, spec in TOWERS.items() if spec.stored_weights)
 VERSION_KEYS = ("numpy", "pillow", "torch", "torchvision", "transformers", "safetensors", "openblas_kernel")
 
@@ -85,42 +84,22 @@ def compare_case(name, tensors, stored):
 # ------------------------------------------------------------------ pipeline order
 
 
-def stage_order(name, stages):
-    """The stage names ``stages`` of case ``name`` in pipeline order (unknown names last, sorted)."""
-    from .position_goldens import INTEGER_STAGES, ROTARY_STAGES
+def _tower_depths():
+    return {tower: spec.config.depth for tower, spec in TOWERS.items()}
 
-    stages = set(stages)
-    order = []
-    for stage in PREPROCESS_ORDER:  # one image: "resized"; several: "resized.0", "resized.1", ...
-        order += [stage] + sorted((s for s in stages if s.startswith(stage + ".")), key=lambda s: int(s.split(".")[1]))
-    order += list(OUTPUT_ORDER)
-    for tower, spec in TOWERS.items():
-        own = {s[len(tower) + 1:] for s in stages if s.startswith(tower + ".")}
-        order += [f"{tower}.{s}" for s in tower_stage_order(own, spec.config.depth)]
-    case = BY_NAME.get(name)
-    if case is not None and case.kind == "positions":
-        order += list(case.inputs().arrays())
-    order += list(INTEGER_STAGES + ROTARY_STAGES)
-    known = [s for s in dict.fromkeys(order) if s in stages]
-    return known + sorted(stages - set(known))
+
+def stage_order(name, stages):
+    """The stage names ``stages`` of case ``name`` in pipeline order (``goldenlib.stage_vocabulary``;
+    unknown names last, sorted)."""
+    return pipeline_order(list(set(stages)), _tower_depths())
 
 
 def pipeline_rank(row):
-    """Where ``row``'s stage sits in the pipeline, comparable across cases: file problems, then
-    image stages, pixel_values, tower stages (by trace position), positions stages."""
-    from .position_goldens import INTEGER_STAGES, ROTARY_STAGES
-
-    base = row.stage.split(".")[0]
+    """Where ``row``'s stage sits in the pipeline, comparable across cases: file problems first, then
+    the vocabulary's order."""
     if row.stage.startswith("("):
-        return (0, 0)
-    if base in PREPROCESS_ORDER + OUTPUT_ORDER:
-        return (1, (PREPROCESS_ORDER + OUTPUT_ORDER).index(base))
-    if base in TOWERS:
-        order = tower_stages(TOWERS[base].config.depth)
-        stage = row.stage[len(base) + 1:]
-        return (2, order.index(stage) if stage in order else len(order))
-    stages = INTEGER_STAGES + ROTARY_STAGES
-    return (3, stages.index(row.stage) if row.stage in stages else len(stages))
+        return (0,)
+    return (1,) + stage_rank(row.stage, _tower_depths())
 
 
 # ------------------------------------------------------------------ teacher forcing

@@ -89,25 +89,27 @@ def split_tower(name, towers):
     return (head, rest) if head in towers and rest else (None, name)
 
 
-def pipeline_order(names, towers):
-    """Golden names in pipeline order: image stages image by image, the processor's outputs, the
-    positions stages, then each tower (``towers``: {name: depth}, in that order) in trace order;
-    names not in the vocabulary last, sorted."""
-    def rank(name):
-        tower, base = split_tower(name, towers)
-        if tower is not None:
-            order = tower_stages(towers[tower])
-            return (3, list(towers).index(tower), order.index(base) if base in order else len(order), 0)
-        root = base.split(".")[0]
-        if root in IMAGE_PIPELINE:
-            return (0, image_index(base), IMAGE_PIPELINE.index(root), 0)
-        if root in PROCESSOR_OUTPUTS:
-            return (1, PROCESSOR_OUTPUTS.index(root), 0, 0)
-        if root in POSITION_STAGES:
-            return (2, POSITION_STAGES.index(root), 0, 0)
-        return (4, 0, 0, 0)
+def pipeline_rank(name, towers):
+    """Where golden name ``name`` sits in the pipeline (a sort key, comparable across cases): image
+    stages image by image, the processor's outputs, the positions stages, then each tower
+    (``towers``: {name: depth}, in that order) in trace order; names not in the vocabulary last."""
+    tower, base = split_tower(name, towers)
+    if tower is not None:
+        order = tower_stages(towers[tower])
+        return (3, list(towers).index(tower), order.index(base) if base in order else len(order), 0)
+    root = base.split(".")[0]
+    if root in IMAGE_PIPELINE:
+        return (0, image_index(base), IMAGE_PIPELINE.index(root), 0)
+    if root in PROCESSOR_OUTPUTS:
+        return (1, PROCESSOR_OUTPUTS.index(root), 0, 0)
+    if root in POSITION_STAGES:
+        return (2, POSITION_STAGES.index(root), 0, 0)
+    return (4, 0, 0, 0)
 
-    return sorted(names, key=lambda name: (rank(name), name))
+
+def pipeline_order(names, towers):
+    """Golden names in pipeline order (:func:`pipeline_rank`; unknown names last, sorted)."""
+    return sorted(names, key=lambda name: (pipeline_rank(name, towers), name))
 
 
 def case_stages(names, towers):

@@ -17,7 +17,7 @@ import numpy as np
 # QWEN_VL_GOLDEN_DIR points every reader at another golden folder (the upgrade drill's copy).
 GOLDEN_DIR = Path(os.environ.get("QWEN_VL_GOLDEN_DIR") or Path(__file__).resolve().parents[1] / "golden")
 MANIFEST = "MANIFEST.json"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: metadata lists every stage, the processor settings, HF's float32 errors
 # Hand-written files of golden/ that a regeneration carries over unchanged.
 KEPT_FILES = ("README.md",)
 

@@ -170,7 +170,8 @@ PARITY_TOLERANCES = {
     ("bfloat16", "output"): Tol(1.7e-02, 3.9e-02),  # 7.93e-03 / 1.91e-02 (checkerboard/tiny_b) ; 8.47e-03 / 1.79e-02
     ("float16", "image"): Tol(0.0, 0.0),
     ("float16", "index"): Tol(0.0, 0.0),
-    ("float16", "rotary"): Tol(1.8e-06, 1.8e-06),  # 1.38e-06
+    # the tables stay float32 in a float16 model (HF's and the port's): the float32 bound, never a tighter one
+    ("float16", "rotary"): Tol(2.8e-06, 2.8e-06),  # 1.38e-06
     ("float16", "patch_embed"): Tol(8.8e-04, 8.8e-04),  # 6.71e-04 (checkerboard/tiny_a)
     ("float16", "attn_residual"): Tol(1.4e-03, 3.8e-03),  # 1.07e-03 / 2.88e-03 (checkerboard/tiny_b / 3b cpu)
     ("float16", "block_output"): Tol(1.9e-03, 3.7e-03),  # 1.42e-03 / 2.79e-03 (checkerboard/tiny_b cpu / 3b cuda)

@@ -19,14 +19,20 @@ against the golden, the tolerance for the dump's dtype, the verdict. Tolerances:
 * the text rotary of the positions cases: ``POSITIONS_ROTARY_VS_HF_BOUND`` /
   ``MROPE_PORT_FLOAT32_VS_GOLDEN_BOUND`` (float32), ``MROPE_PORT_BFLOAT16_VS_HF_BOUND`` (bfloat16).
 
-Then the first stage out of tolerance (pipeline order) and one attribution line, in the parity
-report's words: ``interpolation`` (an image stage: the resize, rescale/normalize, patchify),
-``backend`` (the dump equals the same input's golden on the other image backend), ``order`` (the
-stage holds the golden's rows permuted: window order not undone, raster patch order),
-``precision`` (a float tower stage off by what a lower precision's rounding gives), ``tower`` (beyond
-any precision: the computation differs), ``positions``. Exit code: 0 every stage in the dump within
-tolerance, 1 otherwise, 2 when nothing in the dump is a stage of the case or a stage cannot be
-compared (shape, dtype; named in ``problems``).
+Each float tower stage also gets a LOCAL error (``parity.local_verdicts``): the stage recomputed by the
+reference in float64 from the dump's own input to it, judged at the dtype's local bound; a stage beyond
+it differs on its own, and ``parity.hypotheses`` says why where a rounding (precision) or a named
+formula change explains it. ``DumpReport.local_differences`` lists those stages.
+
+Then the first stage out of tolerance (pipeline order) and one attribution line: ``geometry`` (a
+resized image of another size, with bands, or cropped: ``parity.geometry``), ``interpolation`` (an
+image stage: the resize, rescale/normalize, patchify), ``backend`` (the dump equals the same input's
+golden on the other image backend), ``order`` (the stage holds the golden's rows permuted, or a window
+block computed on unpermuted rows), ``precision`` (a rounding explains the stage's own difference),
+``formula`` (nothing does: the computation differs), ``inherited`` (the stage is right for its own
+input), ``tower`` (no local verdict: by size only), ``positions``, ``cannot compare``. Exit code: 0
+every stage in the dump within tolerance, 1 otherwise (a stage that cannot be compared is a row with
+its reason), 2 when no stage of the dump is comparable.
 """
 
 from __future__ import annotations
@@ -383,7 +389,8 @@ def _compare_stage(golden, target, name, tensor, dtype):
     row = DumpRow(target, expected.shape, max_abs, mean_abs, rel, None, Tol(bound, bound), note,
                   dtype=tensor.dtype, judged_as=judged, category=kind)
     if not row.ok and base.split(".")[0] == "resized":
-        row.geometry = geometry.describe(values, golden.tensors[target])
+        source = golden.tensors.get("rgb" + base[len("resized"):])
+        row.geometry = geometry.describe(values, golden.tensors[target], source)
     if not row.ok and values.ndim == 2:
         window_index = golden.tensors.get(f"{tower}.window_index") if tower else None
         grid = golden.tensors.get("image_grid_thw", golden.tensors.get("video_grid_thw"))

@@ -31,9 +31,30 @@ def _value_text(value):
     return str(int(values[0])) if len(values) == 1 else "(" + ", ".join(str(int(v)) for v in np.asarray(value)) + ")"
 
 
-def describe(dump, golden):
+# A crop hypothesis matches when the dump is within this many uint8 steps of it (another bicubic
+# implementation of the same resize differs by a few steps; a stretched image by tens).
+CROP_MAX_STEPS = 8
+
+
+def _center_crop_of(source, height, width):
+    """``source`` resized (Pillow's bicubic, the reference's) so that it covers height x width with its
+    aspect kept, then center-cropped to height x width; None when it is already that aspect."""
+    from reference.bicubic import resize_bicubic
+
+    h, w = source.shape[:2]
+    scale = max(height / h, width / w)
+    rh, rw = max(height, round(h * scale)), max(width, round(w * scale))
+    if (rh, rw) == (height, width):
+        return None
+    resized = resize_bicubic(source, rh, rw)
+    top, left = (rh - height) // 2, (rw - width) // 2
+    return resized[top:top + height, left:left + width], (rh, rw)
+
+
+def describe(dump, golden, source=None):
     """One phrase naming the geometry of ``dump`` (a uint8-valued [H, W(, C)] image) against HF's
-    ``golden``, or None when the geometry is the same (same size, no bands HF does not have)."""
+    ``golden``, or None when the geometry is the same (same size, no bands HF does not have, not a
+    crop of ``source``, the image before the resize, when given)."""
     dump, golden = np.asarray(dump), np.asarray(golden)
     gh, gw = golden.shape[:2]
     if dump.ndim != golden.ndim or (dump.ndim == 3 and dump.shape[2] != golden.shape[2]):
@@ -51,6 +72,10 @@ def describe(dump, golden):
         if n > hf_n and n >= 2:
             bands[name] = (n, value)
     if not bands:
+        crop = None if source is None else _center_crop_of(np.asarray(source), gh, gw)
+        if crop is not None and np.abs(crop[0].astype(np.float64) - dump).max() <= CROP_MAX_STEPS:
+            return (f"cropped: the image resized to {crop[1][0]}x{crop[1][1]} (its aspect kept, covering the frame) "
+                    f"and center-cropped to {gh}x{gw}, where HF stretches the whole image to {gh}x{gw}")
         return None
     inner_h = gh - bands.get("top", (0,))[0] - bands.get("bottom", (0,))[0]
     inner_w = gw - bands.get("left", (0,))[0] - bands.get("right", (0,))[0]
