@@ -40,10 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import model_bench as mb  # noqa: E402
+import measure
+import model_bench as mb
 
 IMAGES = {"448": (448, 448), "1280": (1120, 896)}  # (width, height): 256 and 1280 visual tokens
 CONFIGS = ("port off", "port decoder + vision", "HF gradient_checkpointing_enable()", "port decoder", "HF off")
@@ -56,7 +54,6 @@ def prepare(tmp: Path) -> None:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     import reference
-    from run import make_image
 
     if not (tmp / "hf" / "config.json").is_file():
         config = mb.config_dict(quick=False)
@@ -68,7 +65,7 @@ def prepare(tmp: Path) -> None:
     before = torch.randint(0, 151000, (mb.TEXT_BEFORE,), generator=g).tolist()
     after = torch.randint(0, 151000, (mb.TEXT_AFTER,), generator=g).tolist()
     for name, (w, h) in IMAGES.items():
-        pre = reference.preprocess(make_image(w, h), min_pixels=1, max_pixels=12845056)
+        pre = reference.preprocess(measure.make_image(w, h), min_pixels=1, max_pixels=measure.MAX_PIXELS)
         grid = pre["image_grid_thw"]
         n_tokens = int(grid.prod()) // 4
         prompt = before + [mb.VISION_START] + [mb.IMAGE_PAD] * n_tokens + [mb.VISION_END]
@@ -80,8 +77,6 @@ def worker(config: str, image: str, tmp: Path) -> None:
     """One training step of ``config`` on ``image``; prints one ``RESULT {json}`` line."""
     import numpy as np
     import torch
-
-    from run import peak_rss_kb, proc_status_kb, reset_peak_rss
 
     data = np.load(tmp / f"inputs_{image}.npz")
     tokens, labels = torch.from_numpy(data["tokens"]), torch.from_numpy(data["labels"])
@@ -106,7 +101,7 @@ def worker(config: str, image: str, tmp: Path) -> None:
 
         import torch_port
 
-        state = mb._state_dict(tmp / "hf")
+        state = mb.state_dict(tmp / "hf")
         model = torch_port.load_hf_model(json.loads((tmp / "config.json").read_text()), state, dtype=torch.bfloat16)
         del state
         if config != "port off":
@@ -125,14 +120,14 @@ def worker(config: str, image: str, tmp: Path) -> None:
             return loss
     model.train()
     gc.collect()
-    rss_before = proc_status_kb("VmRSS")
-    reset = reset_peak_rss()
+    rss_before = measure.proc_status_kb("VmRSS")
+    reset = measure.reset_peak_rss()
     t0 = time.perf_counter()
     loss = step()
     seconds = time.perf_counter() - t0
-    print("RESULT " + json.dumps({"config": config, "image": image, "loss": float(loss), "seconds": seconds,
-                                  "peak_rss_kb": peak_rss_kb(), "rss_before_kb": rss_before,
-                                  "peak_reset": reset, "visual_tokens": int(grid.prod()) // 4}), flush=True)
+    measure.emit_result({"config": config, "image": image, "loss": float(loss), "seconds": seconds,
+                         "peak_rss_kb": measure.peak_rss_kb(), "rss_before_kb": rss_before,
+                         "peak_reset": reset, "visual_tokens": int(grid.prod()) // 4})
 
 
 def _mem_available_kb() -> int:
@@ -145,9 +140,9 @@ def _mem_available_kb() -> int:
 
 def run_one(config: str, image: str, tmp: Path, min_free_gib: float) -> dict:
     """The worker in a subprocess, stopped if the machine runs short of memory."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", config, image, "--tmp", str(tmp)]
+    cmd = measure.worker_command("ac_memory.py", "--worker", config, image, "--tmp", tmp)
     with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, cwd=mb.ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, cwd=measure.ROOT)
         stopped = False
         while proc.poll() is None:
             if _mem_available_kb() < min_free_gib * 2**20:
@@ -158,10 +153,7 @@ def run_one(config: str, image: str, tmp: Path, min_free_gib: float) -> dict:
         text = out.read()
     if stopped:
         return {"config": config, "image": image, "stopped": True}
-    if proc.returncode != 0:
-        raise RuntimeError(f"{config} / {image} failed (exit {proc.returncode}):\n{text[-3000:]}")
-    line = next(x for x in text.splitlines() if x.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return measure.checked_results(text, proc.returncode, f"{config} / {image}")[0]
 
 
 def table(rows: list[dict]) -> str:

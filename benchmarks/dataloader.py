@@ -1,6 +1,6 @@
 """The image transform where torchtune runs it: inside the workers of a torch ``DataLoader``.
 
-A map-style dataset of ``images`` PIL photos (640x480 by default, ``run.make_image`` with one seed
+A map-style dataset of ``images`` PIL photos (640x480 by default, ``measure.make_image`` with one seed
 each) whose ``__getitem__`` runs one implementation on one image: the port's
 ``Qwen2_5_VLImageTransform`` and HF's processor of the same backend (``Qwen2VLImageProcessorPil``
 for "pil", ``Qwen2VLImageProcessor`` for "torchvision"). ``DataLoader(num_workers=2,
@@ -21,16 +21,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 import warnings
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-MAX_PIXELS = 12845056
+import measure
+from preprocess_bench import HF_BASELINE, row
 
 
 class _Images:
@@ -49,19 +44,20 @@ class _Images:
 
 
 def implementations(backends=("pil", "torchvision")) -> dict:
-    """name -> (backend, fn(PIL image) -> pixel_values tensor), the port next to HF's class of its backend."""
+    """(name, backend) -> fn(PIL image) -> pixel_values tensor: the port next to HF's class of its backend."""
     import torch
 
     from goldenlib.hf_image import hf_processor
     from torch_port import Qwen2_5_VLImageTransform
 
+    max_pixels = measure.MAX_PIXELS
     impls = {}
     if "pil" in backends:
-        port = Qwen2_5_VLImageTransform(max_pixels=MAX_PIXELS)
-        hf_pil = hf_processor(3136, MAX_PIXELS)
-        impls["HF Qwen2VLImageProcessorPil"] = ("pil", lambda im: torch.from_numpy(
-            hf_pil(images=[im], return_tensors="np")["pixel_values"]))
-        impls["port Qwen2_5_VLImageTransform"] = ("pil", lambda im: port({"image": im})["pixel_values"])
+        port = Qwen2_5_VLImageTransform(max_pixels=max_pixels)
+        hf_pil = hf_processor(3136, max_pixels)
+        impls[("HF Qwen2VLImageProcessorPil", "pil")] = lambda im: torch.from_numpy(
+            hf_pil(images=[im], return_tensors="np")["pixel_values"])
+        impls[("port Qwen2_5_VLImageTransform", "pil")] = lambda im: port({"image": im})["pixel_values"]
     if "torchvision" in backends:
         try:
             from transformers import Qwen2VLImageProcessor
@@ -69,12 +65,11 @@ def implementations(backends=("pil", "torchvision")) -> dict:
         except ImportError:
             return impls
         if is_torchvision_available():
-            port_tv = Qwen2_5_VLImageTransform(max_pixels=MAX_PIXELS, backend="torchvision")
-            hf_tv = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=MAX_PIXELS)
-            impls["HF Qwen2VLImageProcessor (torchvision)"] = ("torchvision", lambda im: hf_tv(
-                images=[im], return_tensors="pt")["pixel_values"])
-            impls["port Qwen2_5_VLImageTransform (torchvision)"] = (
-                "torchvision", lambda im: port_tv({"image": im})["pixel_values"])
+            port_tv = Qwen2_5_VLImageTransform(max_pixels=max_pixels, backend="torchvision")
+            hf_tv = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=max_pixels)
+            impls[("HF Qwen2VLImageProcessor", "torchvision")] = lambda im: hf_tv(
+                images=[im], return_tensors="pt")["pixel_values"]
+            impls[("port Qwen2_5_VLImageTransform", "torchvision")] = lambda im: port_tv({"image": im})["pixel_values"]
     return impls
 
 
@@ -94,30 +89,28 @@ def dataloader_section(width: int = 640, height: int = 480, images: int = 48, ro
     import torch
     from torch.utils.data import DataLoader
 
-    from run import make_image
-
     warnings.simplefilter("ignore")
     impls = implementations() if impls is None else impls
-    photos = [PIL.Image.fromarray(make_image(width, height, seed=i)) for i in range(images)]
-    outputs = {name: fn(photos[0]) for name, (_, fn) in impls.items()}  # in this process: the exactness check
-    loaders = {name: DataLoader(_Images(photos, fn, transfer), batch_size=None, shuffle=False, num_workers=workers,
-                                persistent_workers=workers > 0) for name, (_, fn) in impls.items()}
+    photos = [PIL.Image.fromarray(measure.make_image(width, height, seed=i)) for i in range(images)]
+    outputs = {key: fn(photos[0]) for key, fn in impls.items()}  # in this process: the exactness check
+    loaders = {key: DataLoader(_Images(photos, fn, transfer), batch_size=None, shuffle=False, num_workers=workers,
+                               persistent_workers=workers > 0) for key, fn in impls.items()}
     for loader in loaders.values():
         epoch_seconds(loader)  # warm-up: workers start, tables made there; they then wait, idle
-    times = {name: [] for name in impls}
+    times = {key: [] for key in impls}
     for _ in range(rounds):  # rounds over the implementations: a load change hits all of them alike
-        for name, loader in loaders.items():
-            times[name].append(epoch_seconds(loader)[0] / images)
+        for key, loader in loaders.items():
+            times[key].append(epoch_seconds(loader)[0] / images)
     del loaders  # the workers stop
+    setting = f"DataLoader x{workers}{'' if transfer else ', no transfer'}"
     rows = []
-    for name, (backend, _) in impls.items():
-        base = "HF Qwen2VLImageProcessorPil" if backend == "pil" else "HF Qwen2VLImageProcessor (torchvision)"
-        got, want = outputs[name], outputs[base]
+    for (name, backend) in impls:
+        base = (HF_BASELINE[backend], backend)
+        got, want = outputs[(name, backend)], outputs[base]
         exact = "bit-exact" if got.shape == want.shape and torch.equal(got, want) else (
             f"max abs diff {np.abs(got.double().numpy() - want.double().numpy()).max():.3g}")
-        t = statistics.median(times[name])
-        rows.append({"image": f"{width}x{height}", "patches": int(want.shape[0]), "impl": f"{name} [DataLoader x{workers}{'' if transfer else ', no transfer'}]", "ms": t * 1e3, "ratio": t / statistics.median(times[base]), "exact": exact,
-                     "runs": rounds, "vs": base})
+        rows.append(row(f"{width}x{height}", int(want.shape[0]), name, backend, setting,
+                        statistics.median(times[(name, backend)]), statistics.median(times[base]), exact, rounds))
     return rows
 
 

@@ -30,12 +30,14 @@ import gc
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import measure
+import targets
+
+ROOT = measure.ROOT
 
 IMPLS = ("HF (sdpa)", "port")
 DTYPES = ("float32", "bfloat16")
@@ -85,7 +87,6 @@ def prepare(tmp: Path, quick: bool) -> dict:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     import reference
-    from run import make_image
 
     t0 = time.perf_counter()
     config = config_dict(quick)
@@ -98,7 +99,7 @@ def prepare(tmp: Path, quick: bool) -> dict:
     (tmp / "config.json").write_text(json.dumps(config))
 
     side = 8 if quick else 32  # patches a side: 112x112 or 448x448 pixels
-    pre = reference.preprocess(make_image(side * 14, side * 14), min_pixels=1, max_pixels=12845056)
+    pre = reference.preprocess(measure.make_image(side * 14, side * 14), min_pixels=1, max_pixels=measure.MAX_PIXELS)
     grid = torch.from_numpy(pre["image_grid_thw"]).long()
     assert grid.tolist() == [[1, side, side]], grid
     g = torch.Generator().manual_seed(0)
@@ -118,7 +119,7 @@ def prepare(tmp: Path, quick: bool) -> dict:
 # ----------------------------------------------------------------------------- worker
 
 
-def _state_dict(folder: Path) -> dict:
+def state_dict(folder: Path) -> dict:
     from safetensors.torch import load_file
 
     state = {}
@@ -127,20 +128,21 @@ def _state_dict(folder: Path) -> dict:
     return state
 
 
-def _load(impl: str, dtype, tmp: Path):
-    """The model on CPU in ``dtype`` and a ``step(train) -> tensor`` closure over the inputs."""
+def load(impl: str, dtype, tmp: Path, device="cpu"):
+    """The model on ``device`` in ``dtype`` and a ``step(train) -> tensor`` closure over the inputs."""
     import numpy as np
     import torch
 
     data = np.load(tmp / "inputs.npz")
-    tokens, labels = torch.from_numpy(data["tokens"]), torch.from_numpy(data["labels"])
-    grid, pv = torch.from_numpy(data["grid"]), torch.from_numpy(data["pixel_values"])
+    tokens, labels = torch.from_numpy(data["tokens"]).to(device), torch.from_numpy(data["labels"]).to(device)
+    grid = torch.from_numpy(data["grid"]).to(device)
+    pv = torch.from_numpy(data["pixel_values"]).to(device)
     types = (tokens == IMAGE_PAD).long()
     if impl.startswith("HF"):
         from transformers import Qwen2_5_VLForConditionalGeneration
 
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp / "hf", dtype=dtype,
-                                                                   attn_implementation="sdpa")
+                                                                   attn_implementation="sdpa").to(device)
         attention_mask = torch.ones_like(tokens)
 
         def step(train: bool):
@@ -157,8 +159,8 @@ def _load(impl: str, dtype, tmp: Path):
         import torch_port
 
         config = json.loads((tmp / "config.json").read_text())
-        state = _state_dict(tmp / "hf")
-        model = torch_port.load_hf_model(config, state, dtype=dtype)
+        state = state_dict(tmp / "hf")
+        model = torch_port.load_hf_model(config, state, dtype=dtype, device=device)
         del state
         loss_fn = CEWithChunkedOutputLoss(num_output_chunks=CHUNKS)
         shifted = torch.hstack((labels[..., 1:], torch.full_like(labels[..., :1], -100)))
@@ -181,17 +183,15 @@ def worker(impl: str, dtype_name: str, task: str, tmp: Path, reps: int) -> None:
     import numpy as np
     import torch
 
-    from run import peak_rss_kb, proc_status_kb, reset_peak_rss
-
     dtype = getattr(torch, dtype_name)
-    model, step = _load(impl, dtype, tmp)
+    model, step = load(impl, dtype, tmp)
     train = task == "train step"
     model.train(train)
     if train and hasattr(step, "set_chunks"):
         step.set_chunks(CHUNKS)
     gc.collect()
-    rss_before = proc_status_kb("VmRSS")
-    reset = reset_peak_rss()
+    rss_before = measure.proc_status_kb("VmRSS")
+    reset = measure.reset_peak_rss()
     times = []
     out = None
     for i in range(reps + 1):  # the first call is the warm-up
@@ -206,16 +206,15 @@ def worker(impl: str, dtype_name: str, task: str, tmp: Path, reps: int) -> None:
                 out = step(False)
         if i:
             times.append(time.perf_counter() - t0)
-    peak = peak_rss_kb()
+    peak = measure.peak_rss_kb()
     tag = f"{impl}_{dtype_name}_{task}".replace(" ", "_").replace("(", "").replace(")", "")
     if train:
         value = {"loss": float(out)}
     else:
         np.save(tmp / f"logits_{tag}.npy", out.float().numpy())
         value = {"logits": f"logits_{tag}.npy"}
-    result = {"impl": impl, "dtype": dtype_name, "task": task, "times": times, "peak_rss_kb": peak,
-              "rss_before_kb": rss_before, "peak_reset": reset, "load_after": os.getloadavg()[0], **value}
-    print("RESULT " + json.dumps(result), flush=True)
+    measure.emit_result({"impl": impl, "dtype": dtype_name, "task": task, "times": times, "peak_rss_kb": peak,
+                         "rss_before_kb": rss_before, "peak_reset": reset, "load_after": os.getloadavg()[0], **value})
 
 
 # ----------------------------------------------------------------------------- section
@@ -234,13 +233,8 @@ def model_section(tmp: Path, reps: int, quick: bool, settle: float) -> tuple[dic
             for impl in IMPLS:
                 time.sleep(settle)
                 t0 = time.perf_counter()
-                cmd = [sys.executable, str(Path(__file__).resolve()), impl, dtype, task, str(tmp), str(reps)]
-                proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"model worker {impl} {dtype} {task} failed (exit {proc.returncode}):\n"
-                                       f"{proc.stdout[-3000:]}")
-                line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-                results.append(json.loads(line[len("RESULT "):]))
+                cmd = measure.worker_command("model_bench.py", impl, dtype, task, tmp, reps)
+                results += measure.run_worker(cmd, f"model worker {impl} {dtype} {task}")
                 print(f"[model] {impl} {dtype} {task}: {time.perf_counter() - t0:.0f} s", file=sys.stderr,
                       flush=True)
     by_key = {(r["impl"], r["dtype"], r["task"]): r for r in results}
@@ -276,19 +270,11 @@ def model_report(info: dict, rows: list[dict], quick: bool, reps: int) -> str:
           f"{r['ratio']:.2f} | {r['peak_rss_kb'] / 2**20:.2f} | {r['rss_ratio']:.2f} | {r['load_after']:.1f} | "
           f"{r['vs_hf_text']} |")
     if not quick:
-        w("")
-        w("Targets (this run):")
-        w("")
-        for r in rows:
-            if r["impl"] == "port":
-                ok = r["ratio"] <= 1.0 and r["rss_ratio"] <= 1.2
-                w(f"- [{'x' if ok else ' '}] {r['dtype']} {r['task']}: time {r['ratio']:.2f}x HF (<= 1.0), "
-                  f"peak RSS {r['rss_ratio']:.2f}x HF (<= 1.2)")
+        out += ["", "Targets (this run):", "", *targets.render(targets.model_checks(rows))]
     return "\n".join(out)
 
 
 if __name__ == "__main__":  # worker: IMPL DTYPE TASK TMP REPS
-    sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
     import warnings
 
     warnings.simplefilter("ignore")

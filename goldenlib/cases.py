@@ -106,10 +106,6 @@ class Case:
         return int(stage.split(".")[1]) in self.blocks
 
 
-# kept as a name: an image case is a Case with the default kind
-ImageCase = Case
-
-
 def _checkerboard(height, width):
     y, x = np.indices((height, width))
     board = ((x + y) % 2 * 255).astype(np.uint8)

@@ -84,9 +84,8 @@ def hf_stages_torchvision(image, min_pixels, max_pixels):
 
 
 def versions():
-    import importlib.metadata as md
+    from .blas import openblas_kernel
+    from .machine import library_versions
 
-    from goldenlib.blas import openblas_kernel
-
-    found = {name: md.version(name) for name in ("numpy", "pillow", "transformers", "torch", "safetensors")}
+    found = library_versions(("numpy", "pillow", "transformers", "torch", "safetensors"))
     return {**found, "openblas_kernel": openblas_kernel()}

@@ -23,8 +23,6 @@ from .hf_compat import expand_by_call
 IMAGE_TOKEN_ID = 151655  # <|image_pad|>
 VIDEO_TOKEN_ID = 151656  # <|video_pad|>
 VISION_START_ID = 151652  # <|vision_start|>
-VISION_END_ID = 151653  # <|vision_end|>
-PAD_TOKEN_ID = 151643  # <|endoftext|>, the released pad token
 
 _IMAGE, _VIDEO = "<|image_pad|>", "<|video_pad|>"
 _PIECE = re.compile(r"<\|image_pad\|>|<\|video_pad\|>|<t(\d+)>")

@@ -16,6 +16,7 @@ import os
 import platform
 
 from . import store
+from .machine import cpu_name, library_versions as installed_versions
 
 VERIFIED = "VERIFIED.json"
 FORMAT_VERSION = "1"
@@ -24,27 +25,7 @@ LIBRARIES = ("numpy", "pillow", "safetensors", "torch", "torchvision", "transfor
 
 def library_versions():
     """{library: installed version} of the libraries that compute or read the goldens."""
-    import importlib.metadata as md
-
-    def version(name):
-        try:
-            return md.version(name)
-        except md.PackageNotFoundError:
-            return "not installed"
-
-    return {name: version(name) for name in LIBRARIES}
-
-
-def cpu_name():
-    """The CPU's model name (Linux /proc/cpuinfo), else what ``platform`` knows, else "unknown"."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return installed_versions(LIBRARIES)
 
 
 def machine():

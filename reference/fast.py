@@ -27,8 +27,8 @@ from .activations import ACTIVATIONS
 from .bicubic import _ONE, premultiply_alpha, resample_coefficients, unpremultiply_alpha, vertical_first
 from .bicubic_torch import int16_coefficients
 from .image_inputs import prepare_images
-from .preprocess import (BACKENDS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, RESCALE_FACTOR, check_mean_std, normalize,
-                         rescale, rescale_normalize_torch, rescale_torch)
+from .preprocess import (BACKENDS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, RESCALE_FACTOR, check_mean_std, level_table_of,
+                         normalize, rescale, rescale_normalize_torch, rescale_torch, torch_normalize_table)
 from .preprocess import preprocess as plain_preprocess
 from .smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
 from .validate import check_resize
@@ -357,33 +357,30 @@ def patchify_levels(image, table, patch_size=14, merge_size=2, temporal_patch_si
     return out.reshape(gh * gw, channels * tp * p * p), gh, gw
 
 
-def torch_normalize_table(mean, std, factor=RESCALE_FACTOR):
-    """[C, 256] float32: what the torchvision backend's fused ``rescale_normalize_torch`` gives for
-    every uint8 level, per channel (made by that very function, as ``normalize_table``)."""
-    levels = np.broadcast_to(np.arange(256, dtype=np.uint8), (len(mean), 1, 256))  # [C, 1, 256]
-    return np.ascontiguousarray(rescale_normalize_torch(levels, mean, std, factor)[:, 0, :])
-
-
 def level_table(channels, *, backend, do_rescale, rescale_factor, do_normalize, image_mean, image_std):
     """[C, 256]: what the plain preprocess's steps after the resize give for every uint8 level, per
     channel, made by those very steps (each acts on a value alone) on an image holding every level
-    once. float32, or uint8 where the plain form keeps uint8 (torchvision, neither step)."""
-    x = np.broadcast_to(np.arange(256, dtype=np.uint8), (channels, 1, 256))  # [C, 1, 256]
+    once (``preprocess.level_table_of``). float32, or uint8 where the plain form keeps uint8 (torchvision,
+    neither step)."""
     if do_normalize:
         check_mean_std(image_mean, image_std, channels)
-    if backend == "pil":
+
+    def steps(x):  # uint8 [C, H, W] -> the plain preprocess's values after the resize
+        if backend == "pil":
+            if do_rescale:
+                x = rescale(x, rescale_factor)
+            if do_normalize:
+                x = normalize(x, image_mean, image_std)
+            return x.astype(np.float32, copy=False)
+        if do_rescale and do_normalize:
+            return rescale_normalize_torch(x, image_mean, image_std, rescale_factor)
         if do_rescale:
-            x = rescale(x, rescale_factor)
+            return rescale_torch(x, rescale_factor)
         if do_normalize:
-            x = normalize(x, image_mean, image_std)
-        x = x.astype(np.float32, copy=False)
-    elif do_rescale and do_normalize:
-        x = rescale_normalize_torch(x, image_mean, image_std, rescale_factor)
-    elif do_rescale:
-        x = rescale_torch(x, rescale_factor)
-    elif do_normalize:
-        x = normalize(x, image_mean, image_std)
-    return np.ascontiguousarray(x[:, 0, :])
+            return normalize(x, image_mean, image_std)
+        return x
+
+    return level_table_of(steps, channels)
 
 
 def preprocess(images, *, backend="pil", do_resize=True, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS,

@@ -26,7 +26,6 @@ import numpy as np
 from .bicubic import resize_bicubic
 from .image_inputs import prepare_images
 from .smart_resize import MAX_PIXELS, MIN_PIXELS, smart_resize
-from .validate import check_image, check_images  # noqa: F401  (check_image: public, used by callers)
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -96,15 +95,25 @@ def patchify(image, patch_size=14, merge_size=2, temporal_patch_size=2):
     return patches.reshape(gh * gw, channels * temporal_patch_size * p * p), gh, gw
 
 
-def normalize_table(mean, std):
-    """[C, 256] float32: what ``normalize(rescale(level))`` gives for every uint8 level, per channel.
+def level_table_of(step, channels):
+    """[C, 256]: what ``step`` gives for every uint8 level, per channel (the reference's one table builder).
 
     Rescale and normalize act on each value alone, so a value's result depends only on its
-    channel and its uint8 level. The table is made by the very functions above, applied to an
-    image [C, 1, 256] holding every level once, so a lookup in it is bit-equal to them.
+    channel and its uint8 level. ``step`` (uint8 [C, H, W] -> [C, H, W]) is applied to an image
+    [C, 1, 256] holding every level once, so a lookup in the table is bit-equal to ``step`` itself.
     """
-    levels = np.broadcast_to(np.arange(256, dtype=np.uint8), (len(mean), 1, 256))  # [C, 1, 256]
-    return np.ascontiguousarray(normalize(rescale(levels), mean, std)[:, 0, :])
+    levels = np.broadcast_to(np.arange(256, dtype=np.uint8), (channels, 1, 256))  # [C, 1, 256]
+    return np.ascontiguousarray(step(levels)[:, 0, :])
+
+
+def normalize_table(mean, std):
+    """[C, 256] float32: what ``normalize(rescale(level))`` gives for every uint8 level, per channel."""
+    return level_table_of(lambda levels: normalize(rescale(levels), mean, std), len(mean))
+
+
+def torch_normalize_table(mean, std, factor=RESCALE_FACTOR):
+    """[C, 256] float32: the torchvision backend's fused ``rescale_normalize_torch`` of every uint8 level."""
+    return level_table_of(lambda levels: rescale_normalize_torch(levels, mean, std, factor), len(mean))
 
 
 def preprocess(

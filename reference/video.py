@@ -48,7 +48,7 @@ import warnings
 
 import numpy as np
 
-from .preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, rescale_normalize_torch
+from .preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, torch_normalize_table
 from .smart_resize import smart_resize
 from .validate import describe_values
 
@@ -173,12 +173,6 @@ def sample_indices(total, *, temporal_patch_size=2, fps=None, num_frames=None, v
     return indices
 
 
-def video_normalize_table(mean, std):
-    """[3, 256] float32: the fused rescale + normalize of every uint8 level, as HF's torchvision path does it."""
-    levels = np.broadcast_to(np.arange(256, dtype=np.uint8), (len(mean), 1, 256))  # [3, 1, 256]: every level once
-    return np.ascontiguousarray(rescale_normalize_torch(levels, mean, std)[:, 0, :])  # [3, 256]
-
-
 def patchify_video(frames, patch_size=14, merge_size=2, temporal_patch_size=2):
     """float32 [T, C, H, W] (T a multiple of tp) -> ([t*gh*gw, C*tp*p*p], t, gh, gw), merge-block order."""
     frames_count, channels, height, width = frames.shape
@@ -252,7 +246,7 @@ def preprocess_video(
         warnings.warn("preprocess_video: fps/num_frames are ignored unless do_sample_frames=True (as in HF)",
                       stacklevel=2)
     clip_fps = _per_video(video_fps, len(clips), "video_fps")
-    table = video_normalize_table(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)  # [3, 256]
+    table = torch_normalize_table(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)  # [3, 256]: the fused step of every level
 
     stages = {name: [] for name in VIDEO_STAGES}
     rows, grids, seconds = [], [], []

@@ -105,11 +105,6 @@ class VisionConfig:
         """Patches per merged token (spatial_merge_size**2 = 4)."""
         return self.spatial_merge_size ** 2
 
-    @property
-    def window_merged(self) -> int:
-        """Window side in merged tokens: window_size // spatial_merge_size // patch_size (4 released)."""
-        return self.window_size // self.spatial_merge_size // self.patch_size
-
     @classmethod
     def from_hf(cls, d: dict) -> "VisionConfig":
         """From `Qwen2_5_VLVisionConfig.to_dict()` or a config.json "vision_config" dict."""
