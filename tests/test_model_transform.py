@@ -457,3 +457,24 @@ def test_collated_batch_trains_the_fused_model_like_hf(transform, models, side):
     loss = torch.nn.CrossEntropyLoss(ignore_index=CROSS_ENTROPY_IGNORE_IDX)(  # torchtune's plain CE loss
         logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1))
     assert rel_error(loss, out.loss) <= FUSED_LOGITS_VS_HF_BOUND
+
+
+def test_image_options_mapping_equals_the_old_keywords(files, transform):
+    """``image_options`` (as videos take ``video_options``) gives the transform the old keywords give."""
+    mapped = torch_port.Qwen2_5_VLTransform(files.vocab, files.merges,
+                                            image_options={"min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS},
+                                            video_options={"min_pixels": MIN_PIXELS, "max_pixels": VIDEO_MAX_PIXELS})
+    img, clip = image(21, 70, 50), video(22, 3, 40, 60)
+    messages = [Message("user", [{"type": "image", "content": img}, {"type": "video", "content": clip}]),
+                Message("assistant", "")]
+    got, want = mapped({"messages": messages}, inference=True), transform({"messages": messages}, inference=True)
+    assert got["tokens"] == want["tokens"] and torch.equal(got["input_pos"], want["input_pos"])
+    for kind in ("image", "video"):
+        for key in ("pixel_values", "grid_thw"):
+            assert torch.equal(got["encoder_input"][kind][key], want["encoder_input"][kind][key])
+    with pytest.raises(ValueError, match=r"\['max_pixels'\] given both in image_options and as keywords"):
+        torch_port.Qwen2_5_VLTransform(files.vocab, files.merges, image_options={"max_pixels": 9000}, max_pixels=9000)
+    with pytest.raises(ValueError, match=r"image_options holds \['fps'\]"):
+        torch_port.Qwen2_5_VLTransform(files.vocab, files.merges, image_options={"fps": 2})
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['max_pixel'\]"):
+        torch_port.Qwen2_5_VLTransform(files.vocab, files.merges, max_pixel=9000)

@@ -35,7 +35,7 @@ import torch
 import torch_port
 from reference import VisionConfig
 from torch_port import _smart_resize, _transform
-from torch_port._hf_folder import vision_encoder_kwargs, vision_fields as encoder_kwargs
+from torch_port._hf_config import vision_encoder_kwargs, vision_fields as encoder_kwargs
 
 from checkpoint_folder import VISION_CONFIG_JSON, write_checkpoint
 
