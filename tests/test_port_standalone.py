@@ -49,7 +49,8 @@ PROJECT_PACKAGES = {"reference", "goldenlib", "parity", "hfcheck", "torch_port",
 THIRD_PARTY = {"torch", "numpy", "PIL", "safetensors"}
 
 
-OPTIONAL = {"torchtune", "torchvision"}
+# the whole model's (the torchtune extra: torchtune brings datasets; av decodes the dataset's video files)
+OPTIONAL = {"torchtune", "torchvision", "datasets", "av"}
 
 
 def _imports(path: Path, module_level: bool = False) -> set[str]:

@@ -53,8 +53,10 @@ _VISION_TOKENS = (VISION_START, VISION_END, VISION_PAD, IMAGE_PAD, VIDEO_PAD)
 # what torchtune's Qwen2_5Tokenizer and this transform look up by name
 _REQUIRED_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>") + _VISION_TOKENS
 _IMAGE_TYPES = (PIL.Image.Image, np.ndarray, torch.Tensor)
-# keys of a content part by type; a video part may carry the clip's frame rate
-_PART_KEYS = {"text": {"type", "content"}, "image": {"type", "content"}, "video": {"type", "content", "video_fps"}}
+# keys of a content part by type; a video part may carry the clip's frame rate and, for frames
+# already sampled, the clip's frame count (see Qwen2_5_VLVideoTransform)
+_PART_KEYS = {"text": {"type", "content"}, "image": {"type", "content"},
+              "video": {"type", "content", "video_fps", "total_num_frames"}}
 
 
 # the image transform's options, also taken as keywords of the model transform (its older spelling)
@@ -337,8 +339,9 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
             raise ValueError(f"{where}: a video part needs its frames in 'content' (a uint8 [T, H, W, 3] "
                              "tensor or array, or a list of frames)")
         video_sample = {"video": frames}
-        if item.get("video_fps") is not None:  # the clip's own frame rate
-            video_sample["video_fps"] = item["video_fps"]
+        for key in ("video_fps", "total_num_frames"):  # the clip's own frame rate and length
+            if item.get(key) is not None:
+                video_sample[key] = item[key]
         try:
             out = self.video_transform(video_sample)
         except (TypeError, ValueError) as err:
