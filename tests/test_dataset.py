@@ -62,8 +62,8 @@ def data(tmp_path_factory):
     exif = PIL.Image.Exif()
     exif[0x0112] = 6  # orientation: stored sideways, shown rotated 90 degrees clockwise
     random_image(3, 56, 84).save(folder / "exif.jpg", exif=exif, quality=95)
-    for k in range(4):
-        random_image(10 + k, 50, 70).save(folder / f"f{k}.png")
+    for k in range(4):  # a video as frame files (one JPEG: HF decodes frames with torchvision / torchcodec)
+        random_image(10 + k, 50, 70).save(folder / f"f{k}.{'jpg' if k == 3 else 'png'}")
     write_clip(folder / "clip.mp4", frames=7, fps=3)
     write_clip(folder / "long.mp4", frames=12, fps=6, seed=1)
     (folder / "bad.png").write_bytes(b"not an image at all")
@@ -184,7 +184,7 @@ def test_llama_factory_layout_equals_hf(data, transform, processor):
 def test_sharegpt_conversations_frames_and_single_image_rows_equal_hf(data, transform, processor):
     """``conversations`` (from / value) rows: tags with a video of frame files and an image; the
     single-image layout of torchtune (``image``, put before the first user text); a text-only row."""
-    frames = [f"f{k}.png" for k in range(4)]
+    frames = ["f0.png", "f1.png", "f2.png", "f3.jpg"]
     rows = [
         {"conversations": [{"from": "human", "value": "<video> and<image> Describe the picture"},
                            {"from": "gpt", "value": " A dog"}],
