@@ -29,7 +29,6 @@ from transformers.video_utils import load_video as hf_load_video
 import torch_port
 from hf_chat import CHAT_TEMPLATE, hf_rope_index
 from tiny_tokenizer import SPECIAL_IDS, hf_tiny_tokenizer, write_tiny_tokenizer
-from torch_port._dataset import DataRowError
 
 MIN_PIXELS, MAX_PIXELS, VIDEO_MAX_PIXELS = 56 * 56, 112 * 112, 84 * 84
 IM_START = SPECIAL_IDS["<|im_start|>"]
@@ -272,7 +271,8 @@ def _row(images=(), videos=(), text="<image> What is"):
 
 
 @pytest.mark.parametrize("row, match", [
-    (_row(["a.png", "nope.png"], text="<image><image> What is"), r"bad_0\.json row 1: image file .*nope\.png not found"),
+    (_row(["a.png", "nope.png"], text="<image><image> What is"),
+     r"bad_0\.json row 1: image file .*nope\.png not found"),
     (_row(["bad.png"]), r"row 1: image file .*bad\.png cannot be decoded"),
     (_row(videos=["nope.mp4"], text="<video> What is"), r"row 1: video file .*nope\.mp4 not found"),
     (_row(videos=["bad.mp4"], text="<video> What is"), r"row 1: video file .*bad\.mp4 cannot be decoded"),
@@ -290,7 +290,7 @@ def test_bad_rows_named_with_row_and_file(data, transform, row, match, request):
     name = f"bad_{request.node.callspec.indices['row']}.json"
     ds = dataset(data, transform, name, [good, row])
     assert ds[0]["tokens"]  # the good row reads
-    with pytest.raises(DataRowError, match=match):
+    with pytest.raises(torch_port.DataRowError, match=match):
         ds[1]
 
 
@@ -302,8 +302,8 @@ def test_row_that_cannot_fit_without_cutting_a_vision_run_is_named(data):
     whole = dataset(data, transform, "fit.json", rows)[0]
     first_run_end = whole["tokens"].index(SPECIAL_IDS["<|vision_end|>"])
     short = make_transform(data, max_seq_len=first_run_end + 6)
-    with pytest.raises(DataRowError, match=rf"fit\.json row 0: does not fit max_seq_len={first_run_end + 6} without "
-                                           r"cutting the vision run of image .*b\.png \(1 of its 2"):
+    with pytest.raises(torch_port.DataRowError, match=rf"fit\.json row 0: does not fit max_seq_len={first_run_end + 6} "
+                                                      r"without cutting the vision run of image .*b\.png \(1 of its 2"):
         dataset(data, short, "fit.json", rows)[0]
     assert dataset(data, make_transform(data, max_seq_len=len(whole["tokens"])), "fit.json", rows)[0]["tokens"] == \
         whole["tokens"]
@@ -312,5 +312,6 @@ def test_row_that_cannot_fit_without_cutting_a_vision_run_is_named(data):
 def test_frame_files_with_sampling_refused_as_hf(data):
     """HF refuses to sample frames from a list of images; the dataset names the row and the frames."""
     rows = [_row(videos=[["f0.png", "f1.png"]], text="<video> What is")]
-    with pytest.raises(DataRowError, match=r"frames_sampled\.json row 0: video of frame files .*f0\.png .*do_sample_frames"):
+    with pytest.raises(torch_port.DataRowError,
+                       match=r"frames_sampled\.json row 0: video of frame files .*f0\.png .*do_sample_frames"):
         dataset(data, make_transform(data, SAMPLING), "frames_sampled.json", rows)[0]

@@ -218,7 +218,8 @@ def test_folder_video_settings_the_port_lacks_refuse_videos_only(folder, tmp_pat
     _, transform = torch_port.load_hf_model_checkpoint(path, dtype=torch.float32, backend="pil")
     assert "image" in _sample(transform)["encoder_input"]
     clip = np.zeros((2, 56, 56, 3), dtype=np.uint8)
-    messages = [Message(role="user", content=[{"type": "video", "content": clip}]), Message(role="assistant", content="")]
+    messages = [Message(role="user", content=[{"type": "video", "content": clip}]),
+                Message(role="assistant", content="")]
     with pytest.raises(ValueError, match=r"messages\[0\] \(user\) content\[0\]: videos cannot follow .*rescale_factor"):
         transform({"messages": messages}, inference=True)
     (path / "video_preprocessor_config.json").write_text(json.dumps({"rescale_factor": 1 / 128}))

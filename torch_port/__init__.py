@@ -3,7 +3,8 @@
 What is here:
 
 * the vision tower (``qwen2_5_vision_encoder``, ``Qwen2_5_VisionEncoder`` and its blocks, the 2D
-  rotary, the one RMSNorm ``Qwen2_5_VLRMSNorm``), the image and video transforms (``Qwen2_5_VLImageTransform``, ``Qwen2_5_VLVideoTransform``),
+  rotary, the one RMSNorm ``Qwen2_5_VLRMSNorm``), the image and video transforms
+  (``Qwen2_5_VLImageTransform``, ``Qwen2_5_VLVideoTransform``),
   mRoPE positions (``qwen2_5_vl_rope_index``, ``Qwen2_5_VLRotaryPositionalEmbeddings``), weight-key
   conversion (``qwen2_5_vl_hf_to_tune`` ...) and loading an HF folder's tower and processor
   (``load_hf_checkpoint``, ``load_hf_vision``, ``load_hf_video_transform``): torch, numpy, Pillow
@@ -89,6 +90,7 @@ __all__ = [
 
 # The whole model: these names need torchtune (and torchao), the project's ``torchtune`` extra
 _TORCHTUNE_NAMES = (
+    "DataRowError",
     "Qwen2_5_VLEarlyFusionModel",
     "Qwen2_5_VLHFCheckpointer",
     "Qwen2_5_VLTextDecoder",
@@ -126,7 +128,7 @@ if _TORCHTUNE_MISSING is None:
     from ._checkpointer import Qwen2_5_VLHFCheckpointer
     from ._collate import padded_collate_qwen2_5_vl
     from ._component_builders import lora_qwen2_5_vl_decoder, qwen2_5_vl, qwen2_5_vl_decoder
-    from ._dataset import qwen2_5_vl_chat_dataset
+    from ._dataset import DataRowError, qwen2_5_vl_chat_dataset
     from ._fusion import Qwen2_5_VLEarlyFusionModel
     from ._generation import generate
     from ._hf_folder import (

@@ -5,7 +5,7 @@ Text goes through torchtune's ``Qwen2_5Tokenizer`` (byte-level BPE from ``vocab.
 An image content part becomes ``<|vision_start|>`` + ``<|image_pad|>`` x n + ``<|vision_end|>``
 with ``n = grid_thw.prod() // merge_size**2``, the number of embeddings the vision encoder returns
 for it, as HF's ``Qwen2_5_VLProcessor`` expands the chat template's single placeholder. A video
-part ``{"type": "video", "content": frames, "video_fps": optional}`` (frames as
+part ``{"type": "video", "content": frames, "video_fps": optional, "total_num_frames": optional}`` (frames as
 :class:`Qwen2_5_VLVideoTransform` takes them) becomes the same run with ``<|video_pad|>``.
 
 Choices where torchtune and HF differ, or where neither says:
