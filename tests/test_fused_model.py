@@ -18,7 +18,7 @@ import torch
 
 
 import torch_port  # noqa: E402
-from torch_port._hf_folder import vision_encoder_kwargs  # noqa: E402
+from torch_port._hf_config import vision_encoder_kwargs  # noqa: E402
 from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, rel_error  # noqa: E402
 from hf_tiny_vl import (  # noqa: E402
     IMAGE_PAD,

@@ -177,3 +177,51 @@ def test_folder_processor_options_match_hf(folder, tmp_path, options, backend):
 def test_folder_backend_refused_by_name(folder):
     with pytest.raises(ValueError, match="backend must be None or one of .*'cv2'"):
         torch_port.load_hf_model_checkpoint(folder, backend="cv2")
+
+
+# the folder's video processor settings reach the model transform's videos, as AutoVideoProcessor reads them
+VIDEO_FILES = {
+    "image_file_only": None,  # released folders: HF reads preprocessor_config.json for videos too
+    "video_file": {"size": {"shortest_edge": 3136, "longest_edge": 30000}, "do_sample_frames": True, "fps": 2,
+                   "min_frames": 2, "max_frames": 8, "video_processor_type": "Qwen2VLVideoProcessor"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(VIDEO_FILES))
+def test_folder_video_processor_settings_match_hf(folder, tmp_path, name):
+    import warnings
+
+    from transformers import AutoVideoProcessor
+
+    path = _copy(folder, tmp_path)
+    if VIDEO_FILES[name] is not None:
+        (path / "video_preprocessor_config.json").write_text(json.dumps(VIDEO_FILES[name]))
+    _, transform = torch_port.load_hf_model_checkpoint(path, dtype=torch.float32, backend="pil")
+    clip = np.random.default_rng(2).integers(0, 256, (9, 64, 90, 3), dtype=np.uint8)
+    messages = [Message(role="user", content=[{"type": "video", "content": clip, "video_fps": 6.0}]),
+                Message(role="assistant", content="")]
+    got = transform({"messages": messages}, inference=True)["encoder_input"]["video"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = AutoVideoProcessor.from_pretrained(path)(
+            videos=[clip], video_metadata=[{"fps": 6.0, "total_num_frames": 9}], return_tensors="pt")
+    assert torch.equal(got["grid_thw"], want["video_grid_thw"])
+    assert torch.equal(got["pixel_values"], want["pixel_values_videos"])
+
+
+def test_folder_video_settings_the_port_lacks_refuse_videos_only(folder, tmp_path):
+    """An image file that stands in for the video one (no video file) with a setting the video
+    transform does not implement: images still load and transform, each video names the setting."""
+    path = _copy(folder, tmp_path)
+    config = json.loads((path / "preprocessor_config.json").read_text())
+    (path / "preprocessor_config.json").write_text(json.dumps({**config, "rescale_factor": 1 / 128}))
+    _, transform = torch_port.load_hf_model_checkpoint(path, dtype=torch.float32, backend="pil")
+    assert "image" in _sample(transform)["encoder_input"]
+    clip = np.zeros((2, 56, 56, 3), dtype=np.uint8)
+    messages = [Message(role="user", content=[{"type": "video", "content": clip}]),
+                Message(role="assistant", content="")]
+    with pytest.raises(ValueError, match=r"messages\[0\] \(user\) content\[0\]: videos cannot follow .*rescale_factor"):
+        transform({"messages": messages}, inference=True)
+    (path / "video_preprocessor_config.json").write_text(json.dumps({"rescale_factor": 1 / 128}))
+    with pytest.raises(ValueError, match="video_preprocessor_config.json: rescale_factor=0.0078125 is not supported"):
+        torch_port.load_hf_model_checkpoint(path)  # a video file of its own is read strictly

@@ -211,7 +211,8 @@ def folder_with(tmp_path, preprocessor, video=None):
 
 def transform_of(folder, backend=None):
     """load_hf_checkpoint's transform (the weights are not needed to test it: a folder without them fails later)."""
-    from torch_port._hf_folder import default_backend, image_transform_kwargs as _transform_kwargs, read_json as _read_json
+    from torch_port._hf_files import read_json as _read_json
+    from torch_port._hf_processor import default_backend, image_transform_kwargs as _transform_kwargs
 
     kwargs = _transform_kwargs(_read_json(folder / "preprocessor_config.json"))
     return Qwen2_5_VLImageTransform(backend=backend or default_backend(), **kwargs)

@@ -9,7 +9,6 @@ image). Expected tokens, pixel values and grids come from that processor, positi
 
 from __future__ import annotations
 
-import functools
 import inspect
 import json
 from types import SimpleNamespace
@@ -23,9 +22,9 @@ import torch
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, Message  # noqa: E402
 from torchtune.models.qwen2_5._tokenizer import Qwen2_5Tokenizer  # noqa: E402
 from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, Qwen2VLVideoProcessor  # noqa: E402
-from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel  # noqa: E402
 
 import torch_port  # noqa: E402
+from hf_chat import CHAT_TEMPLATE, hf_rope_index  # noqa: E402
 from tiny_tokenizer import SPECIAL_IDS, hf_tiny_tokenizer, write_tiny_tokenizer  # noqa: E402
 
 MIN_PIXELS, MAX_PIXELS = 56 * 56, 112 * 112  # small images: 4..16 merged tokens each
@@ -33,22 +32,6 @@ VIDEO_MAX_PIXELS = 84 * 84  # frames of at most 3x3 merged tokens
 IMAGE_ID, VIDEO_ID = SPECIAL_IDS["<|image_pad|>"], SPECIAL_IDS["<|video_pad|>"]
 START_ID, END_ID = SPECIAL_IDS["<|vision_start|>"], SPECIAL_IDS["<|vision_end|>"]
 PAD_ID, EOS_ID = SPECIAL_IDS["<|endoftext|>"], SPECIAL_IDS["<|im_end|>"]
-
-# Qwen2-VL's chat format as a Jinja template: default system prompt when the first message is not
-# a system one, <|im_start|>role\n ... <|im_end|>\n, one <|image_pad|> per image part.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif part['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% else %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
@@ -80,14 +63,6 @@ def image(seed: int, height: int, width: int) -> PIL.Image.Image:
 
 def video(seed: int, frames: int, height: int, width: int) -> np.ndarray:
     return np.random.RandomState(seed).randint(0, 256, (frames, height, width, 3), dtype=np.uint8)
-
-
-def hf_rope_index(*args, **kwargs):
-    """HF's get_rope_index on a stub model carrying the two config values it reads (merge 2, 2 tokens/s)."""
-    vision = SimpleNamespace(spatial_merge_size=2, tokens_per_second=2)
-    stub = SimpleNamespace(config=SimpleNamespace(vision_config=vision),
-                           get_vision_position_ids=functools.partial(Qwen2_5_VLModel.get_vision_position_ids, None))
-    return Qwen2_5_VLModel.get_rope_index(stub, *args, **kwargs)[0]
 
 
 def hf_inputs(processor, conversations, images, add_generation_prompt, padding_side="right"):
@@ -457,3 +432,24 @@ def test_collated_batch_trains_the_fused_model_like_hf(transform, models, side):
     loss = torch.nn.CrossEntropyLoss(ignore_index=CROSS_ENTROPY_IGNORE_IDX)(  # torchtune's plain CE loss
         logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1))
     assert rel_error(loss, out.loss) <= FUSED_LOGITS_VS_HF_BOUND
+
+
+def test_image_options_mapping_equals_the_old_keywords(files, transform):
+    """``image_options`` (as videos take ``video_options``) gives the transform the old keywords give."""
+    mapped = torch_port.Qwen2_5_VLTransform(files.vocab, files.merges,
+                                            image_options={"min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS},
+                                            video_options={"min_pixels": MIN_PIXELS, "max_pixels": VIDEO_MAX_PIXELS})
+    img, clip = image(21, 70, 50), video(22, 3, 40, 60)
+    messages = [Message("user", [{"type": "image", "content": img}, {"type": "video", "content": clip}]),
+                Message("assistant", "")]
+    got, want = mapped({"messages": messages}, inference=True), transform({"messages": messages}, inference=True)
+    assert got["tokens"] == want["tokens"] and torch.equal(got["input_pos"], want["input_pos"])
+    for kind in ("image", "video"):
+        for key in ("pixel_values", "grid_thw"):
+            assert torch.equal(got["encoder_input"][kind][key], want["encoder_input"][kind][key])
+    with pytest.raises(ValueError, match=r"\['max_pixels'\] given both in image_options and as keywords"):
+        torch_port.Qwen2_5_VLTransform(files.vocab, files.merges, image_options={"max_pixels": 9000}, max_pixels=9000)
+    with pytest.raises(ValueError, match=r"image_options holds \['fps'\]"):
+        torch_port.Qwen2_5_VLTransform(files.vocab, files.merges, image_options={"fps": 2})
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['max_pixel'\]"):
+        torch_port.Qwen2_5_VLTransform(files.vocab, files.merges, max_pixel=9000)

@@ -35,7 +35,7 @@ import torch
 import torch_port
 from reference import VisionConfig
 from torch_port import _smart_resize, _transform
-from torch_port._hf_folder import vision_encoder_kwargs, vision_fields as encoder_kwargs
+from torch_port._hf_config import vision_encoder_kwargs, vision_fields as encoder_kwargs
 
 from checkpoint_folder import VISION_CONFIG_JSON, write_checkpoint
 
@@ -49,7 +49,8 @@ PROJECT_PACKAGES = {"reference", "goldenlib", "parity", "hfcheck", "torch_port",
 THIRD_PARTY = {"torch", "numpy", "PIL", "safetensors"}
 
 
-OPTIONAL = {"torchtune", "torchvision"}
+# the whole model's (the torchtune extra: torchtune brings datasets; av decodes the dataset's video files)
+OPTIONAL = {"torchtune", "torchvision", "datasets", "av"}
 
 
 def _imports(path: Path, module_level: bool = False) -> set[str]:

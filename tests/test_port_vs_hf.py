@@ -32,8 +32,8 @@ from torch_port import (
     qwen2_5_vl_72b_vision_encoder,
     qwen2_5_vl_image_transform,
 )
-from torch_port._hf_folder import image_transform_kwargs as _transform_kwargs
-from torch_port._hf_folder import HF_OPTIONAL_DEFAULTS, HF_REQUIRED_DEFAULTS
+from torch_port._hf_config import HF_OPTIONAL_DEFAULTS, HF_REQUIRED_DEFAULTS
+from torch_port._hf_processor import image_transform_kwargs as _transform_kwargs
 
 from goldenlib.tolerances import (PORT_CUDA_3B_BFLOAT16_FACTOR_MARGIN, PORT_CUDA_3B_FLOAT32_BOUND, PORT_FLOAT32_VS_HF_BOUND,
                                   PORT_LOW_PRECISION_VS_HF_BOUNDS, PORT_MLP_ORIENTATION_BOUND,

@@ -167,7 +167,7 @@ def test_size_without_edges_refused_as_hf_fails():
     first resize raises (no shortest_edge / longest_edge); the port refuses it at load."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from torch_port._hf_folder import image_transform_kwargs
+    from torch_port._hf_processor import image_transform_kwargs
 
     size = {"min_pixels": 3136, "max_pixels": 12544}
     with pytest.raises(ValueError, match="shortest_edge"):

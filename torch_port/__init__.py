@@ -3,7 +3,8 @@
 What is here:
 
 * the vision tower (``qwen2_5_vision_encoder``, ``Qwen2_5_VisionEncoder`` and its blocks, the 2D
-  rotary), the image and video transforms (``Qwen2_5_VLImageTransform``, ``Qwen2_5_VLVideoTransform``),
+  rotary, the one RMSNorm ``Qwen2_5_VLRMSNorm``), the image and video transforms
+  (``Qwen2_5_VLImageTransform``, ``Qwen2_5_VLVideoTransform``),
   mRoPE positions (``qwen2_5_vl_rope_index``, ``Qwen2_5_VLRotaryPositionalEmbeddings``), weight-key
   conversion (``qwen2_5_vl_hf_to_tune`` ...) and loading an HF folder's tower and processor
   (``load_hf_checkpoint``, ``load_hf_vision``, ``load_hf_video_transform``): torch, numpy, Pillow
@@ -19,7 +20,7 @@ The whole-model names are imported with the package when torchtune is installed 
 using a whole-model name raises an ImportError that names the extra.
 """
 
-from ._activations import ACTIVATIONS
+from ._activations import ACTIVATIONS  # noqa: F401 (importable, not in __all__: the encoder's internals)
 from ._component_builders import qwen2_5_vision_encoder
 from ._convert_weights import (
     qwen2_5_vision_hf_to_tune,
@@ -34,10 +35,9 @@ from ._encoder import (
     Qwen2_5_VisionMLP,
     Qwen2_5_VisionPatchEmbed,
     Qwen2_5_VisionPatchMerger,
-    Qwen2_5_VisionRMSNorm,
-    SegmentGroup,
-    VisionLayout,
-    segment_attention,
+    SegmentGroup,  # noqa: F401 (importable, not in __all__, as ACTIVATIONS)
+    VisionLayout,  # noqa: F401
+    segment_attention,  # noqa: F401
 )
 from ._hf_folder import load_hf_checkpoint, load_hf_video_transform, load_hf_vision
 from ._model_builders import (
@@ -49,14 +49,15 @@ from ._model_builders import (
 )
 from ._mrope import Qwen2_5_VLRotaryPositionalEmbeddings
 from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding, apply_rotary_emb, vision_position_ids
+from ._rms_norm import Qwen2_5_VisionRMSNorm, Qwen2_5_VLRMSNorm
 from ._rope_index import RopeIndexLayoutError, qwen2_5_vl_rope_index
 from ._transform import Qwen2_5_VLImageTransform
 from ._video_transform import Qwen2_5_VLVideoTransform
 from ._vision_tokens import expand_vision_tokens
 
 __all__ = [
-    "ACTIVATIONS",
     "Qwen2_5_VLImageTransform",
+    "Qwen2_5_VLRMSNorm",
     "Qwen2_5_VLRotaryPositionalEmbeddings",
     "Qwen2_5_VLVideoTransform",
     "Qwen2_5_VisionAttention",
@@ -68,8 +69,6 @@ __all__ = [
     "Qwen2_5_VisionRMSNorm",
     "Qwen2_5_VisionRotaryEmbedding",
     "RopeIndexLayoutError",
-    "SegmentGroup",
-    "VisionLayout",
     "apply_rotary_emb",
     "expand_vision_tokens",
     "load_hf_checkpoint",
@@ -86,12 +85,12 @@ __all__ = [
     "qwen2_5_vl_tune_to_hf",
     "qwen2_5_vl_rope_index",
     "qwen2_5_vl_image_transform",
-    "segment_attention",
     "vision_position_ids",
 ]
 
 # The whole model: these names need torchtune (and torchao), the project's ``torchtune`` extra
 _TORCHTUNE_NAMES = (
+    "DataRowError",
     "Qwen2_5_VLEarlyFusionModel",
     "Qwen2_5_VLHFCheckpointer",
     "Qwen2_5_VLTextDecoder",
@@ -128,8 +127,8 @@ else:
 if _TORCHTUNE_MISSING is None:
     from ._checkpointer import Qwen2_5_VLHFCheckpointer
     from ._collate import padded_collate_qwen2_5_vl
-    from ._component_builders import qwen2_5_vl, qwen2_5_vl_decoder
-    from ._dataset import qwen2_5_vl_chat_dataset
+    from ._component_builders import lora_qwen2_5_vl_decoder, qwen2_5_vl, qwen2_5_vl_decoder
+    from ._dataset import DataRowError, qwen2_5_vl_chat_dataset
     from ._fusion import Qwen2_5_VLEarlyFusionModel
     from ._generation import generate
     from ._hf_folder import (
@@ -142,13 +141,13 @@ if _TORCHTUNE_MISSING is None:
         lora_qwen2_5_vl,
         lora_qwen2_5_vl_3b,
         lora_qwen2_5_vl_7b,
-        lora_qwen2_5_vl_decoder,
         qlora_qwen2_5_vl_3b,
         qlora_qwen2_5_vl_7b,
     )
     from ._model_builders import qwen2_5_vl_3b, qwen2_5_vl_7b, qwen2_5_vl_32b, qwen2_5_vl_72b
     from ._model_transform import Qwen2_5_VLTransform
-    from ._text_decoder import Qwen2_5_VLTextDecoder, Qwen2_5_VLTextRMSNorm
+    from ._rms_norm import Qwen2_5_VLTextRMSNorm
+    from ._text_decoder import Qwen2_5_VLTextDecoder
 
     __all__ += list(_TORCHTUNE_NAMES)
 else:

@@ -47,7 +47,8 @@ from torchtune.training.checkpointing._utils import (
 from torchtune.utils import get_logger
 
 from ._convert_weights import drop_tied_output, qwen2_5_vl_hf_to_tune, qwen2_5_vl_tune_to_hf
-from ._hf_folder import read_json, read_tensors, tied_embeddings, vision_fields, weight_files
+from ._hf_config import tied_embeddings, vision_fields
+from ._hf_files import read_json, read_tensors, weight_files
 
 __all__ = ["Qwen2_5_VLHFCheckpointer"]
 

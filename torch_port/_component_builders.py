@@ -6,12 +6,14 @@ names are translated once, where a checkpoint folder is read.
 
 ``qwen2_5_vl_decoder`` builds the text model from torchtune's modules as torchtune's own builders
 do (``MultiHeadAttention`` with one ``Qwen2_5_VLRotaryPositionalEmbeddings`` shared by every layer,
-``TransformerSelfAttentionLayer``, Qwen2's gated MLP) with the two modules of ``_text_decoder``;
-its LoRA twin, ``lora_qwen2_5_vl_decoder``, is in ``_lora``. torchtune is imported inside the
+``TransformerSelfAttentionLayer``, Qwen2's gated MLP) with ``_text_decoder``'s decoder and the one
+RMSNorm; its LoRA twin, ``lora_qwen2_5_vl_decoder``, sits beside it and shares its body (the
+adapters, torchtune's ``LoRALinear``, are the only difference). torchtune is imported inside the
 decoder and whole-model builders, so the vision encoder builds without torchtune installed.
 """
 
-from typing import Callable, Union
+from functools import partial
+from typing import Callable, List, Union
 
 from torch import nn
 
@@ -23,11 +25,11 @@ from ._encoder import (
     Qwen2_5_VisionMLP,
     Qwen2_5_VisionPatchEmbed,
     Qwen2_5_VisionPatchMerger,
-    Qwen2_5_VisionRMSNorm,
 )
 from ._positional_embeddings import Qwen2_5_VisionRotaryEmbedding
+from ._rms_norm import Qwen2_5_VLRMSNorm
 
-__all__ = ["qwen2_5_vision_encoder", "qwen2_5_vl", "qwen2_5_vl_decoder"]
+__all__ = ["lora_qwen2_5_vl_decoder", "qwen2_5_vision_encoder", "qwen2_5_vl", "qwen2_5_vl_decoder"]
 
 Activation = Union[str, Callable[[], nn.Module]]
 
@@ -104,12 +106,12 @@ def qwen2_5_vision_encoder(
         return Qwen2_5_VisionBlock(
             attn=attn,
             mlp=mlp,
-            sa_norm=Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps),
-            mlp_norm=Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps),
+            sa_norm=Qwen2_5_VLRMSNorm(embed_dim, eps=norm_eps),
+            mlp_norm=Qwen2_5_VLRMSNorm(embed_dim, eps=norm_eps),
         )
 
     merger = Qwen2_5_VisionPatchMerger(
-        ln_q=Qwen2_5_VisionRMSNorm(embed_dim, eps=norm_eps),
+        ln_q=Qwen2_5_VLRMSNorm(embed_dim, eps=norm_eps),
         mlp=Qwen2_5_VisionMLP(
             gate_proj=nn.Linear(merge_unit * embed_dim, merge_unit * embed_dim, bias=True),
             down_proj=nn.Linear(merge_unit * embed_dim, out_dim, bias=True),
@@ -134,7 +136,7 @@ def qwen2_5_vision_encoder(
     )
 
 
-def check_text_sizes(*, embed_dim: int, num_heads: int, num_kv_heads: int, mrope_section) -> int:
+def _check_text_sizes(*, embed_dim: int, num_heads: int, num_kv_heads: int, mrope_section) -> int:
     """The head dim of a text decoder's sizes, refused by name when they do not fit together."""
     if embed_dim % num_heads:
         raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
@@ -147,41 +149,54 @@ def check_text_sizes(*, embed_dim: int, num_heads: int, num_kv_heads: int, mrope
     return head_dim
 
 
-def text_attention(*, q_proj: nn.Module, k_proj: nn.Module, v_proj: nn.Module, output_proj: nn.Module,
-                   rope: nn.Module, embed_dim: int, num_heads: int, num_kv_heads: int, max_seq_len: int):
-    """HF's ``Qwen2_5_VLAttention`` as torchtune's ``MultiHeadAttention``: GQA with ``num_kv_heads``,
-    head_dim = embed_dim / num_heads, scale head_dim**-0.5, the shared mRoPE ``rope`` on q and k."""
-    from torchtune.modules import MultiHeadAttention
+def _text_decoder(*, vocab_size: int, num_layers: int, num_heads: int, num_kv_heads: int, embed_dim: int,
+                  intermediate_dim: int, max_seq_len: int, norm_eps: float, rope_base: float, mrope_section,
+                  tie_word_embeddings: bool, projection: Callable, mlp: Callable, output: Callable):
+    """The one body of ``qwen2_5_vl_decoder`` and its LoRA twin: the sizes checked, one mRoPE shared
+    by every layer, HF's ``Qwen2_5_VLAttention`` as torchtune's ``MultiHeadAttention`` (GQA, scale
+    head_dim**-0.5, q/k/v biases, no output bias), the norms, the token embedding and the output.
+    What differs is made by the callables: ``projection(name, in_dim, out_dim, bias)`` an attention
+    projection (``name`` in ``LORA_ATTN_MODULES``), ``mlp()`` a layer's MLP, ``output(embedding)``
+    the untied output projection."""
+    from torchtune.modules import MultiHeadAttention, TiedLinear, TransformerSelfAttentionLayer
 
-    return MultiHeadAttention(
-        embed_dim=embed_dim,
-        num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
-        head_dim=embed_dim // num_heads,
-        q_proj=q_proj,
-        k_proj=k_proj,
-        v_proj=v_proj,
-        output_proj=output_proj,
-        pos_embeddings=rope,
-        kv_cache=None,
-        max_seq_len=max_seq_len,
-        attn_dropout=0.0,
-    )
+    from ._mrope import Qwen2_5_VLRotaryPositionalEmbeddings
+    from ._text_decoder import Qwen2_5_VLTextDecoder
 
-
-def text_decoder(*, layers: list, tok_embeddings: nn.Embedding, output: nn.Module, embed_dim: int,
-                 num_heads: int, max_seq_len: int, norm_eps: float):
-    """The decoder around built layers: final norm, output projection (``output``)."""
-    from ._text_decoder import Qwen2_5_VLTextDecoder, Qwen2_5_VLTextRMSNorm
-
+    head_dim = _check_text_sizes(embed_dim=embed_dim, num_heads=num_heads, num_kv_heads=num_kv_heads,
+                                 mrope_section=mrope_section)
+    rope = Qwen2_5_VLRotaryPositionalEmbeddings(head_dim, mrope_section, base=rope_base, max_seq_len=max_seq_len)
+    layers = []
+    for _ in range(num_layers):
+        attn = MultiHeadAttention(
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+            head_dim=head_dim,
+            q_proj=projection("q_proj", embed_dim, num_heads * head_dim, True),
+            k_proj=projection("k_proj", embed_dim, num_kv_heads * head_dim, True),
+            v_proj=projection("v_proj", embed_dim, num_kv_heads * head_dim, True),
+            output_proj=projection("output_proj", embed_dim, embed_dim, False),
+            pos_embeddings=rope,
+            kv_cache=None,
+            max_seq_len=max_seq_len,
+            attn_dropout=0.0,
+        )
+        layers.append(TransformerSelfAttentionLayer(
+            attn=attn,
+            mlp=mlp(),
+            sa_norm=Qwen2_5_VLRMSNorm(embed_dim, eps=norm_eps),
+            mlp_norm=Qwen2_5_VLRMSNorm(embed_dim, eps=norm_eps),
+        ))
+    tok_embeddings = nn.Embedding(vocab_size, embed_dim)
     return Qwen2_5_VLTextDecoder(
         tok_embeddings=tok_embeddings,
         layers=nn.ModuleList(layers),
         max_seq_len=max_seq_len,
         num_heads=num_heads,
-        head_dim=embed_dim // num_heads,
-        norm=Qwen2_5_VLTextRMSNorm(embed_dim, eps=norm_eps),
-        output=output,
+        head_dim=head_dim,
+        norm=Qwen2_5_VLRMSNorm(embed_dim, eps=norm_eps),
+        output=TiedLinear(tok_embeddings) if tie_word_embeddings else output(tok_embeddings),
     )
 
 
@@ -204,7 +219,7 @@ def qwen2_5_vl_decoder(
     Each of the ``num_layers`` layers is a torchtune ``TransformerSelfAttentionLayer``: attention
     with q/k/v biases and no output bias, every layer's rotary the one shared
     ``Qwen2_5_VLRotaryPositionalEmbeddings(head_dim, mrope_section, rope_base, max_seq_len)``,
-    Qwen2's gated SiLU MLP without biases, HF's RMSNorm rounding (``Qwen2_5_VLTextRMSNorm``).
+    Qwen2's gated SiLU MLP without biases, HF's RMSNorm rounding (``Qwen2_5_VLRMSNorm``).
 
     Args:
         vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, intermediate_dim (int): HF's
@@ -226,33 +241,123 @@ def qwen2_5_vl_decoder(
         ValueError: sizes that do not divide (heads, kv heads) or an mrope_section of another sum.
     """
     from torchtune.models.qwen2._component_builders import qwen2_mlp
-    from torchtune.modules import TiedLinear, TransformerSelfAttentionLayer
 
-    from ._mrope import Qwen2_5_VLRotaryPositionalEmbeddings
-    from ._text_decoder import Qwen2_5_VLTextRMSNorm
+    return _text_decoder(
+        vocab_size=vocab_size, num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads,
+        embed_dim=embed_dim, intermediate_dim=intermediate_dim, max_seq_len=max_seq_len, norm_eps=norm_eps,
+        rope_base=rope_base, mrope_section=mrope_section, tie_word_embeddings=tie_word_embeddings,
+        projection=lambda name, in_dim, out_dim, bias: nn.Linear(in_dim, out_dim, bias=bias),
+        mlp=lambda: qwen2_mlp(dim=embed_dim, hidden_dim=intermediate_dim),
+        output=lambda embedding: nn.Linear(embed_dim, vocab_size, bias=False),
+    )
 
-    head_dim = check_text_sizes(embed_dim=embed_dim, num_heads=num_heads, num_kv_heads=num_kv_heads,
-                                mrope_section=mrope_section)
-    rope = Qwen2_5_VLRotaryPositionalEmbeddings(head_dim, mrope_section, base=rope_base, max_seq_len=max_seq_len)
-    layers = []
-    for _ in range(num_layers):
-        attn = text_attention(
-            q_proj=nn.Linear(embed_dim, num_heads * head_dim, bias=True),
-            k_proj=nn.Linear(embed_dim, num_kv_heads * head_dim, bias=True),
-            v_proj=nn.Linear(embed_dim, num_kv_heads * head_dim, bias=True),
-            output_proj=nn.Linear(embed_dim, embed_dim, bias=False),
-            rope=rope, embed_dim=embed_dim, num_heads=num_heads, num_kv_heads=num_kv_heads, max_seq_len=max_seq_len,
-        )
-        layers.append(TransformerSelfAttentionLayer(
-            attn=attn,
-            mlp=qwen2_mlp(dim=embed_dim, hidden_dim=intermediate_dim),
-            sa_norm=Qwen2_5_VLTextRMSNorm(embed_dim, eps=norm_eps),
-            mlp_norm=Qwen2_5_VLTextRMSNorm(embed_dim, eps=norm_eps),
-        ))
-    tok_embeddings = nn.Embedding(vocab_size, embed_dim)
-    output = TiedLinear(tok_embeddings) if tie_word_embeddings else nn.Linear(embed_dim, vocab_size, bias=False)
-    return text_decoder(layers=layers, tok_embeddings=tok_embeddings, output=output, embed_dim=embed_dim,
-                        num_heads=num_heads, max_seq_len=max_seq_len, norm_eps=norm_eps)
+
+LORA_ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "output_proj")
+# torchao's to_nf4 defaults: 64 weights per scale, 256 scales per second-level scale
+NF4_BLOCK = 64 * 256
+
+
+def check_lora_options(lora_attn_modules, use_dora: bool) -> None:
+    """Refuse, by name, attention modules other than ``LORA_ATTN_MODULES`` (or none) and DoRA."""
+    unknown = sorted(set(lora_attn_modules) - set(LORA_ATTN_MODULES))
+    if unknown or not lora_attn_modules:
+        raise ValueError(f"lora_attn_modules must be a non-empty subset of {list(LORA_ATTN_MODULES)}, "
+                         f"got {list(lora_attn_modules)}")
+    if use_dora:
+        raise ValueError("use_dora=True is not supported by lora_qwen2_5_vl (DoRA is not verified here); use LoRA")
+
+
+def _check_nf4(name: str, in_dim: int, out_dim: int) -> None:
+    """torchao's ``to_nf4`` asserts whole blocks; say which projection has none, and its size."""
+    if (in_dim * out_dim) % NF4_BLOCK:
+        raise ValueError(f"quantize_base=True: {name} ({out_dim} x {in_dim} = {in_dim * out_dim} weights) is not "
+                         f"a multiple of {NF4_BLOCK} weights (NF4 blocks of 64, scales in blocks of 256)")
+
+
+def _adapter_or_linear(name: str, lora: bool, in_dim: int, out_dim: int, *, bias: bool, lora_rank: int,
+                       lora_alpha: float, lora_dropout: float, quantize_base: bool) -> nn.Module:
+    """torchtune's ``LoRALinear`` when ``lora``, else a plain ``nn.Linear`` (never quantized)."""
+    from torchtune.modules.peft import LoRALinear
+
+    if not lora:
+        return nn.Linear(in_dim, out_dim, bias=bias)
+    if quantize_base:
+        _check_nf4(name, in_dim, out_dim)
+    return LoRALinear(in_dim, out_dim, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, use_bias=bias,
+                      quantize_base=quantize_base)
+
+
+def lora_qwen2_5_vl_decoder(
+    lora_attn_modules: List[str],
+    apply_lora_to_mlp: bool = False,
+    apply_lora_to_output: bool = False,
+    *,
+    vocab_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    embed_dim: int,
+    intermediate_dim: int,
+    max_seq_len: int,
+    norm_eps: float,
+    rope_base: float,
+    mrope_section: Union[List[int], tuple],
+    tie_word_embeddings: bool,
+    lora_rank: int,
+    lora_alpha: float,
+    lora_dropout: float = 0.0,
+    use_dora: bool = False,
+    quantize_base: bool = False,
+):
+    """``qwen2_5_vl_decoder`` with LoRA adapters (torchtune's ``lora_qwen2`` layout, this model's
+    mRoPE, norms and output).
+
+    Args:
+        lora_attn_modules (list[str]): attention projections with adapters, a subset of
+            ``q_proj``, ``k_proj``, ``v_proj``, ``output_proj``.
+        apply_lora_to_mlp (bool): adapters on the MLP's w1/w2/w3.
+        apply_lora_to_output (bool): an adapter on the output projection (untied models only).
+        vocab_size, ..., tie_word_embeddings: as :func:`qwen2_5_vl_decoder`.
+        lora_rank (int), lora_alpha (float), lora_dropout (float): the adapters' rank, scale
+            numerator (scale = alpha / rank) and dropout.
+        use_dora (bool): must be False (DoRA is not verified against a reference here).
+        quantize_base (bool): NF4 base weights in the linears with adapters (QLoRA, see ``_lora``).
+
+    Returns:
+        Qwen2_5_VLTextDecoder: ``qwen2_5_vl_decoder``'s state-dict keys plus
+        ``*.lora_a.weight`` / ``*.lora_b.weight``.
+
+    Raises:
+        ValueError: an unknown attention module, ``use_dora``, LoRA on a tied output, a quantized
+            linear whose size is not whole NF4 blocks, or the sizes ``qwen2_5_vl_decoder`` refuses.
+    """
+    from torchtune.models.qwen2._component_builders import lora_qwen2_mlp, qwen2_mlp
+    from torchtune.modules.common_utils import reparametrize_as_dtype_state_dict_post_hook
+
+    check_lora_options(lora_attn_modules, use_dora)
+    if tie_word_embeddings and apply_lora_to_output:
+        raise ValueError("apply_lora_to_output=True with tie_word_embeddings=True: a tied model has no output "
+                         "projection of its own to adapt")
+    lora = dict(lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout, quantize_base=quantize_base)
+    if apply_lora_to_mlp and quantize_base:  # lora_qwen2_mlp builds w1 / w3 (dim -> hidden) and w2 (hidden -> dim)
+        _check_nf4("mlp.w1", embed_dim, intermediate_dim)
+    decoder = _text_decoder(
+        vocab_size=vocab_size, num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads,
+        embed_dim=embed_dim, intermediate_dim=intermediate_dim, max_seq_len=max_seq_len, norm_eps=norm_eps,
+        rope_base=rope_base, mrope_section=mrope_section, tie_word_embeddings=tie_word_embeddings,
+        projection=lambda name, in_dim, out_dim, bias: _adapter_or_linear(
+            name, name in lora_attn_modules, in_dim, out_dim, bias=bias, **lora),
+        mlp=lambda: (lora_qwen2_mlp(dim=embed_dim, hidden_dim=intermediate_dim, **lora) if apply_lora_to_mlp
+                     else qwen2_mlp(dim=embed_dim, hidden_dim=intermediate_dim)),
+        # as torchtune, the output projection's base weight is never quantized
+        output=lambda embedding: _adapter_or_linear("output", apply_lora_to_output, embed_dim, vocab_size,
+                                                    bias=False, **{**lora, "quantize_base": False}),
+    )
+    if quantize_base:
+        # torchtune's QLoRA hook: state_dict() gives the NF4 weights back in the model dtype, on the CPU
+        decoder._register_state_dict_hook(partial(reparametrize_as_dtype_state_dict_post_hook,
+                                                  dtype=decoder.tok_embeddings.weight.dtype, offload_to_cpu=True))
+    return decoder
 
 
 def qwen2_5_vl(

@@ -35,11 +35,15 @@ import re
 import torch
 
 __all__ = [
+    "TIED_OUTPUT_KEY",
+    "hf_key_name",
     "is_hf_vision_key",
     "qwen2_5_vl_hf_to_tune",
     "qwen2_5_vl_tune_to_hf",
     "qwen2_5_vision_hf_to_tune",
+    "qwen2_5_vision_hf_to_tune_with_origin",
     "qwen2_5_vision_tune_to_hf",
+    "qwen2_5_vl_hf_to_tune_with_origin",
 ]
 
 _FROM_HF = {
@@ -95,8 +99,9 @@ def _map_key(key: str, table: dict[str, str]) -> str | None:
     return None if target is None else target.format(match.group(1))
 
 
-def _hf_to_tune(state_dict: dict) -> tuple[dict, dict, list[str]]:
-    """Convert what can be converted; return (port state dict, port key -> HF key, problems)."""
+def qwen2_5_vision_hf_to_tune_with_origin(state_dict: dict) -> tuple[dict, dict, list[str]]:
+    """Convert what can be converted; return (port state dict, port key -> HF key, problems): the
+    loaders add their own problems (missing, misshaped keys) and raise once for all of them."""
     converted, origin, problems = {}, {}, []
     for key, value in state_dict.items():
         vision_key = _strip_prefix(key)
@@ -129,7 +134,7 @@ def qwen2_5_vision_hf_to_tune(state_dict: dict[str, torch.Tensor]) -> dict[str, 
     Raises:
         ValueError: listing every vision key that does not map, and duplicates.
     """
-    converted, _, problems = _hf_to_tune(state_dict)
+    converted, _, problems = qwen2_5_vision_hf_to_tune_with_origin(state_dict)
     if problems:
         raise ValueError("cannot convert HF vision state dict:\n  " + "\n  ".join(problems))
     return converted
@@ -216,6 +221,22 @@ _LM_HEAD, _OUTPUT = "lm_head.weight", "output.weight"
 _DECODER, _ENCODER = "decoder.", "encoders.image."
 _HF_TEXT_PREFIXES = ("model.language_model.", "model.")  # the longer one first
 _HF_VISION_PREFIXES_WHOLE = ("model.visual.", "visual.")
+TIED_OUTPUT_KEY = _DECODER + _OUTPUT  # what a tied model lacks (its output is the token embedding)
+
+
+def hf_key_name(tune_key: str) -> str:
+    """The HF name (released layout) of a port key, whole-model or vision-encoder, for error
+    messages; a key that maps to nothing is returned as is."""
+    if tune_key.startswith(_DECODER):
+        rest = tune_key[len(_DECODER) :]
+        if rest == _OUTPUT:
+            return _LM_HEAD
+        hf = _map_key(rest, _TEXT_TO_HF)
+        return tune_key if hf is None else "model." + hf
+    if tune_key.startswith(_ENCODER):
+        hf = _map_key(tune_key[len(_ENCODER) :], _TO_HF)
+        return tune_key if hf is None else "visual." + hf
+    return _map_key(tune_key, _TO_HF) or tune_key
 
 
 def _split_hf_key(key: str) -> tuple[str, str | None]:
@@ -237,7 +258,7 @@ def qwen2_5_vl_hf_to_tune_with_origin(state_dict: dict) -> tuple[dict, dict]:
     for key, value in state_dict.items():
         kind, rest = _split_hf_key(key)
         if kind == "vision":
-            vision[key] = value  # _hf_to_tune strips either vision prefix itself
+            vision[key] = value  # the vision conversion strips either prefix itself
             continue
         if kind == "unknown" or rest.endswith("inv_freq"):
             if kind == "unknown":
@@ -253,7 +274,7 @@ def qwen2_5_vl_hf_to_tune_with_origin(state_dict: dict) -> tuple[dict, dict]:
             problems.append(f"duplicate key {key!r} (also given as {origin[tune_key]!r})")
             continue
         out[tune_key], origin[tune_key] = value, key
-    converted, vision_origin, vision_problems = _hf_to_tune(vision)
+    converted, vision_origin, vision_problems = qwen2_5_vision_hf_to_tune_with_origin(vision)
     problems += vision_problems
     for tune_key, value in converted.items():
         hf_key = vision_origin[tune_key]
@@ -270,7 +291,7 @@ def drop_tied_output(state_dict: dict[str, torch.Tensor]) -> bool:
     """Remove ``decoder.output.weight`` from a converted state dict of a tied model (released tied
     checkpoints may still carry ``lm_head.weight``). Returns whether it was absent or equal to the
     token embedding; False means the checkpoint is not really tied."""
-    head = state_dict.pop(_DECODER + _OUTPUT, None)
+    head = state_dict.pop(TIED_OUTPUT_KEY, None)
     if head is None:
         return True
     embed = state_dict.get(_DECODER + "tok_embeddings.weight")

@@ -54,38 +54,10 @@ __all__ = [
     "Qwen2_5_VisionMLP",
     "Qwen2_5_VisionPatchEmbed",
     "Qwen2_5_VisionPatchMerger",
-    "Qwen2_5_VisionRMSNorm",
     "SegmentGroup",
     "VisionLayout",
     "segment_attention",
 ]
-
-
-class Qwen2_5_VisionRMSNorm(nn.Module):
-    """Root-mean-square norm with the statistics in float32, as HF's ``Qwen2_5_VLRMSNorm``.
-
-    ``scale * (x / sqrt(mean(x**2) + eps))``: the normalisation runs in float32, the result is
-    cast back to the input dtype, then multiplied by ``scale`` (so float16 cannot overflow in the
-    variance). A name of its own so that, dropped into torchtune, it never stands in for
-    ``torchtune.modules.RMSNorm``: this one is pinned to HF's rounding order.
-
-    Args:
-        dim (int): size of the normalised (last) dimension.
-        eps (float): added to the mean square.
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.eps = eps
-        self.scale = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.to(torch.float32)
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)  # [..., dim]
-        return self.scale * xf.to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"{tuple(self.scale.shape)}, eps={self.eps}"
 
 
 class Qwen2_5_VisionMLP(nn.Module):

@@ -5,7 +5,7 @@ Text goes through torchtune's ``Qwen2_5Tokenizer`` (byte-level BPE from ``vocab.
 An image content part becomes ``<|vision_start|>`` + ``<|image_pad|>`` x n + ``<|vision_end|>``
 with ``n = grid_thw.prod() // merge_size**2``, the number of embeddings the vision encoder returns
 for it, as HF's ``Qwen2_5_VLProcessor`` expands the chat template's single placeholder. A video
-part ``{"type": "video", "content": frames, "video_fps": optional}`` (frames as
+part ``{"type": "video", "content": frames, "video_fps": optional, "total_num_frames": optional}`` (frames as
 :class:`Qwen2_5_VLVideoTransform` takes them) becomes the same run with ``<|video_pad|>``.
 
 Choices where torchtune and HF differ, or where neither says:
@@ -27,7 +27,7 @@ Choices where torchtune and HF differ, or where neither says:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import PIL.Image
@@ -39,8 +39,7 @@ from torchtune.modules.transforms import Transform
 from torchtune.modules.transforms.tokenizers import ModelTokenizer, parse_hf_tokenizer_json
 
 from ._rope_index import qwen2_5_vl_rope_index
-from ._smart_resize import MAX_PIXELS, MIN_PIXELS
-from ._transform import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Qwen2_5_VLImageTransform
+from ._transform import Qwen2_5_VLImageTransform
 from ._video_transform import Qwen2_5_VLVideoTransform
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "Qwen2_5_VLTransform"]
@@ -54,8 +53,34 @@ _VISION_TOKENS = (VISION_START, VISION_END, VISION_PAD, IMAGE_PAD, VIDEO_PAD)
 # what torchtune's Qwen2_5Tokenizer and this transform look up by name
 _REQUIRED_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>") + _VISION_TOKENS
 _IMAGE_TYPES = (PIL.Image.Image, np.ndarray, torch.Tensor)
-# keys of a content part by type; a video part may carry the clip's frame rate
-_PART_KEYS = {"text": {"type", "content"}, "image": {"type", "content"}, "video": {"type", "content", "video_fps"}}
+# keys of a content part by type; a video part may carry the clip's frame rate and, for frames
+# already sampled, the clip's frame count (see Qwen2_5_VLVideoTransform)
+_PART_KEYS = {"text": {"type", "content"}, "image": {"type", "content"},
+              "video": {"type", "content", "video_fps", "total_num_frames"}}
+
+
+# the image transform's options, also taken as keywords of the model transform (its older spelling)
+IMAGE_OPTIONS = ("min_pixels", "max_pixels", "patch_size", "merge_size", "temporal_patch_size", "image_mean",
+                 "image_std", "backend", "do_resize", "do_rescale", "rescale_factor", "do_normalize",
+                 "do_convert_rgb")
+
+
+def _image_options(options: Optional[Mapping[str, Any]], keywords: Mapping[str, Any]) -> Dict[str, Any]:
+    """``image_options`` merged with the same options given as keywords; other names, a name given
+    both ways, or an option the image transform does not take are refused by name."""
+    unknown = sorted(set(keywords) - set(IMAGE_OPTIONS))
+    if unknown:
+        raise TypeError(f"Qwen2_5_VLTransform() got unexpected keyword argument(s) {unknown}; image options "
+                        f"are {list(IMAGE_OPTIONS)}")
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(IMAGE_OPTIONS))
+    if unknown:
+        raise ValueError(f"image_options holds {unknown}, which are not image transform options "
+                         f"{list(IMAGE_OPTIONS)} (dtype is a keyword of its own)")
+    twice = sorted(set(options) & set(keywords))
+    if twice:
+        raise ValueError(f"{twice} given both in image_options and as keywords; give each once")
+    return {**options, **keywords}
 
 
 class Qwen2_5_VLTransform(ModelTokenizer, Transform):
@@ -68,13 +93,15 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
             special tokens; None uses torchtune's ``QWEN2_5_SPECIAL_TOKENS`` (the released ids,
             which include the vision tokens 151652-151656).
         max_seq_len (int | None): truncate each sample to this many tokens (see the module note).
-        min_pixels, max_pixels, patch_size, merge_size, temporal_patch_size, image_mean, image_std,
-            dtype, backend, do_resize, do_rescale, rescale_factor, do_normalize, do_convert_rgb:
-            options of :class:`Qwen2_5_VLImageTransform` (the image processor's settings, HF's
-            meaning and defaults; ``backend`` "pil" or "torchvision"); ``dtype`` also applies to
-            video pixel values, the others to images only (videos take ``video_options``).
+        image_options (Mapping | None): keyword arguments of :class:`Qwen2_5_VLImageTransform` (the
+            image processor's settings, HF's meaning and defaults): ``min_pixels``, ``max_pixels``,
+            ``patch_size``, ``merge_size``, ``temporal_patch_size``, ``image_mean``, ``image_std``,
+            ``backend`` ("pil" or "torchvision"), ``do_resize``, ``do_rescale``, ``rescale_factor``,
+            ``do_normalize``, ``do_convert_rgb``. Each may also be given as a keyword of its own
+            (the older spelling), but not both ways.
         video_options (Mapping | None): keyword arguments of :class:`Qwen2_5_VLVideoTransform`
             (its own pixel bounds, frame sampling); patching, mean and std default to the image ones.
+        dtype (torch.dtype | None): dtype of the image and video pixel values (None: float32).
         tokens_per_second (int | float): the vision config's temporal positions per second (videos).
         system_prompt (str | None): system message inserted when the first message is not one,
             as HF's chat template does; None inserts nothing.
@@ -97,27 +124,17 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
         special_tokens_path: Optional[str] = None,
         max_seq_len: Optional[int] = None,
         *,
-        min_pixels: int = MIN_PIXELS,
-        max_pixels: int = MAX_PIXELS,
-        patch_size: int = 14,
-        merge_size: int = 2,
-        temporal_patch_size: int = 2,
-        image_mean: Sequence[float] = OPENAI_CLIP_MEAN,
-        image_std: Sequence[float] = OPENAI_CLIP_STD,
-        dtype: Optional[torch.dtype] = None,
-        backend: str = "pil",
-        do_resize: bool = True,
-        do_rescale: bool = True,
-        rescale_factor: float = 1 / 255,
-        do_normalize: bool = True,
-        do_convert_rgb: bool = True,
+        image_options: Optional[Mapping[str, Any]] = None,
         video_options: Optional[Mapping[str, Any]] = None,
+        dtype: Optional[torch.dtype] = None,
         tokens_per_second=2,
         system_prompt: Optional[str] = DEFAULT_SYSTEM_PROMPT,
         prompt_template=None,
+        **image_keywords: Any,
     ):
         if max_seq_len is not None and (not isinstance(max_seq_len, int) or max_seq_len < 1):
             raise ValueError(f"max_seq_len must be a positive int or None, got {max_seq_len!r}")
+        image_options = _image_options(image_options, image_keywords)
         if special_tokens_path is None:
             special_tokens = dict(QWEN2_5_SPECIAL_TOKENS)
         else:
@@ -131,25 +148,11 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
         self.tokenizer = Qwen2_5Tokenizer(
             path, merges_file, special_tokens=special_tokens, max_seq_len=None, prompt_template=None
         )
-        self.image_transform = Qwen2_5_VLImageTransform(
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
-            patch_size=patch_size,
-            merge_size=merge_size,
-            temporal_patch_size=temporal_patch_size,
-            image_mean=image_mean,
-            image_std=image_std,
-            dtype=dtype,
-            backend=backend,
-            do_resize=do_resize,
-            do_rescale=do_rescale,
-            rescale_factor=rescale_factor,
-            do_normalize=do_normalize,
-            do_convert_rgb=do_convert_rgb,
-        )
+        self.image_transform = Qwen2_5_VLImageTransform(dtype=dtype, **image_options)
+        merge_size = self.image_transform.merge_size
+        shared = ("patch_size", "merge_size", "temporal_patch_size", "image_mean", "image_std")
         self.video_transform = Qwen2_5_VLVideoTransform(**{
-            "patch_size": patch_size, "merge_size": merge_size, "temporal_patch_size": temporal_patch_size,
-            "image_mean": image_mean, "image_std": image_std, **(video_options or {}),
+            **{name: image_options[name] for name in shared if name in image_options}, **(video_options or {}),
         })
         if self.video_transform.merge_size != merge_size:
             raise ValueError(f"video_options merge_size {self.video_transform.merge_size} differs from "
@@ -336,8 +339,9 @@ class Qwen2_5_VLTransform(ModelTokenizer, Transform):
             raise ValueError(f"{where}: a video part needs its frames in 'content' (a uint8 [T, H, W, 3] "
                              "tensor or array, or a list of frames)")
         video_sample = {"video": frames}
-        if item.get("video_fps") is not None:  # the clip's own frame rate
-            video_sample["video_fps"] = item["video_fps"]
+        for key in ("video_fps", "total_num_frames"):  # the clip's own frame rate and length
+            if item.get(key) is not None:
+                video_sample[key] = item[key]
         try:
             out = self.video_transform(video_sample)
         except (TypeError, ValueError) as err:

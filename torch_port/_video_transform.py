@@ -106,7 +106,10 @@ class Qwen2_5_VLVideoTransform:
         image_mean, image_std: per-channel normalization (OpenAI CLIP's).
 
     ``transform(sample)``: ``sample["video"]`` is a uint8 [T, H, W, 3] tensor or array, or a list
-    of PIL frames; ``sample.get("video_fps")`` the clip's frame rate. Returns the sample with
+    of PIL frames; ``sample.get("video_fps")`` the clip's frame rate; ``sample.get("total_num_frames")``,
+    when the frames were already sampled (as HF's decoders sample while decoding), the clip's frame
+    count they came from: no sampling again, and the sampled fps is HF's ``T / total * video_fps``.
+    Returns the sample with
     ``"pixel_values_videos"`` float32 [N, 3*tp*p*p], ``"video_grid_thw"`` int64 [1, 3] and
     ``"second_per_grid_ts"`` (a list of one float, as HF's processor gives it).
     """
@@ -164,7 +167,14 @@ class Qwen2_5_VLVideoTransform:
             raise ValueError(f"sample['video_fps'] must be positive, got {video_fps!r}")
         total = clip.shape[0]
         sampled_fps = UNKNOWN_FPS if video_fps is None else video_fps
-        if self.do_sample_frames:
+        sampled_from = sample.get("total_num_frames")
+        if sampled_from is not None:  # frames already sampled from a longer clip (a decoder that samples)
+            if isinstance(sampled_from, bool) or not isinstance(sampled_from, int) or sampled_from < total:
+                raise ValueError(f"sample['total_num_frames'] must be an int >= the {total} frames given, "
+                                 f"got {sampled_from!r}")
+            if video_fps is not None:
+                sampled_fps = total / sampled_from * video_fps  # HF's VideoMetadata.sampled_fps
+        elif self.do_sample_frames:
             indices = sample_frame_indices(total, temporal_patch_size=self.temporal_patch_size, fps=self.fps,
                                            num_frames=self.num_frames, video_fps=video_fps,
                                            min_frames=self.min_frames, max_frames=self.max_frames)
