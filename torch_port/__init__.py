@@ -94,6 +94,7 @@ __all__ = [
 _TORCHTUNE_NAMES = (
     "Qwen2_5_VLEarlyFusionModel",
     "Qwen2_5_VLHFCheckpointer",
+    "Qwen2_5_VLPackedDataset",
     "Qwen2_5_VLTextDecoder",
     "Qwen2_5_VLTextRMSNorm",
     "Qwen2_5_VLTransform",
@@ -148,6 +149,7 @@ if _TORCHTUNE_MISSING is None:
     )
     from ._model_builders import qwen2_5_vl_3b, qwen2_5_vl_7b, qwen2_5_vl_32b, qwen2_5_vl_72b
     from ._model_transform import Qwen2_5_VLTransform
+    from ._packing import Qwen2_5_VLPackedDataset
     from ._text_decoder import Qwen2_5_VLTextDecoder, Qwen2_5_VLTextRMSNorm
 
     __all__ += list(_TORCHTUNE_NAMES)
