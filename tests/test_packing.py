@@ -35,7 +35,7 @@ from goldenlib.tolerances import (
     rel_error,
 )
 from hf_tiny_vl import VIDEO_PAD, config_dict, hf_model, pixel_values, text_ids, token_types, vision_run
-from torch_port._packing import greedy_packs, pack_samples
+from torch_port._packing import best_fit_packs, pack_samples
 
 CONFIG = "untied_gqa_hd8"
 SECONDS = 1.0  # the video's second_per_grid_ts: its temporal positions step by tokens_per_second * 1.0
@@ -135,11 +135,13 @@ def test_pack_keeps_each_samples_own_positions_labels_and_vision_inputs():
     assert torch.equal(pack["encoder_input"]["video"]["grid_thw"], samples[3]["encoder_input"]["video"]["grid_thw"])
 
 
-def test_greedy_packs_fill_in_order_and_name_a_sample_too_long():
-    assert greedy_packs([5, 4, 3, 6, 1], 9) == [[0, 1], [2, 3], [4]]
-    assert greedy_packs([9, 9], 9) == [[0], [1]]
+def test_best_fit_packs_and_a_sample_too_long_named():
+    # 5 -> A (4 free); 6 -> B (3 free); 3 -> B, the fullest that fits; 4 -> A; 2 -> C; 1 -> C
+    assert best_fit_packs([5, 6, 3, 4, 2, 1], 9) == [[0, 3], [1, 2], [4, 5]]
+    assert best_fit_packs([9, 9], 9) == [[0], [1]]
+    assert best_fit_packs([4, 4, 1, 1], 9) == [[0, 1, 2], [3]]  # a full pack takes nothing more
     with pytest.raises(ValueError, match="sample 1 has 10 tokens.*max_seq_len = 9"):
-        greedy_packs([3, 10], 9)
+        best_fit_packs([3, 10], 9)
 
 
 def test_collate_packs_block_causal_mask_and_padding():
@@ -290,7 +292,7 @@ def test_builder_pack_true_packs_the_transforms_samples(chat_files):
     packed = torch_port.qwen2_5_vl_chat_dataset(_transform(folder, max_seq_len), data_files=str(data),
                                                 image_dir=str(image_dir), pack=True)
     assert isinstance(packed, torch_port.Qwen2_5_VLPackedDataset)
-    assert packed.packs == greedy_packs(lengths, max_seq_len) and len(packed) < len(samples)
+    assert packed.packs == best_fit_packs(lengths, max_seq_len) and len(packed) < len(samples)
     for k, indices in enumerate(packed.packs):
         pack, expected = packed[k], pack_samples([samples[i] for i in indices])
         assert pack.keys() == expected.keys() and len(pack["tokens"]) <= max_seq_len
@@ -303,6 +305,8 @@ def test_builder_pack_true_packs_the_transforms_samples(chat_files):
     assert sum("image" in packed[k]["encoder_input"] for k in range(len(packed))) >= 1
     # torchtune's recipes swap in the text-only collate only for its own PackedDataset
     assert not ConcatDataset([packed]).packed
+    first = torch_port.Qwen2_5_VLPackedDataset(plain, max_seq_len=max_seq_len, max_packs=1)
+    assert first.packs == packed.packs[:1] and torch.equal(first[0]["tokens"], packed[0]["tokens"])
 
 
 def test_builder_refuses_packed_naming_pack_and_pack_without_max_seq_len(chat_files):
