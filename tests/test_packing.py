@@ -133,6 +133,10 @@ def test_pack_keeps_each_samples_own_positions_labels_and_vision_inputs():
                        torch.cat([s["encoder_input"]["image"]["pixel_values"] for s in samples
                                   if "image" in s["encoder_input"]]))
     assert torch.equal(pack["encoder_input"]["video"]["grid_thw"], samples[3]["encoder_input"]["video"]["grid_thw"])
+    with pytest.raises(ValueError, match="cannot pack an empty list"):
+        pack_samples([])
+    with pytest.raises(ValueError, match=r"samples\[1\]: tokens \[20\], labels \[19\]"):
+        pack_samples([samples[0], {**samples[1], "labels": samples[1]["labels"][1:]}])
 
 
 def test_best_fit_packs_and_a_sample_too_long_named():
@@ -157,6 +161,10 @@ def test_collate_packs_block_causal_mask_and_padding():
         i, j = torch.arange(width)[:, None], torch.arange(width)[None]
         expected = (j <= i) & (doc[:, None] == doc[None])
         assert torch.equal(batch["mask"][row], expected), row
+    # left padding: the padding is the first block
+    left = torch_port.padded_collate_qwen2_5_vl(packs, padding_idx=0, pad_direction="left")
+    assert torch.equal(left["mask"][1], batch["mask"][1].roll((pad, pad), (0, 1)))
+    assert torch.equal(left["input_pos"][:, 1, pad:], packs[1]["input_pos"])
     # a plain sample next to a pack is a pack of one
     mixed = _collate([packs[0], samples[2]])
     assert torch.equal(mixed["mask"][1], batch["mask"][1])
