@@ -93,6 +93,7 @@ _TORCHTUNE_NAMES = (
     "DataRowError",
     "Qwen2_5_VLEarlyFusionModel",
     "Qwen2_5_VLHFCheckpointer",
+    "Qwen2_5_VLPackedDataset",
     "Qwen2_5_VLTextDecoder",
     "Qwen2_5_VLTextRMSNorm",
     "Qwen2_5_VLTransform",
@@ -146,6 +147,7 @@ if _TORCHTUNE_MISSING is None:
     )
     from ._model_builders import qwen2_5_vl_3b, qwen2_5_vl_7b, qwen2_5_vl_32b, qwen2_5_vl_72b
     from ._model_transform import Qwen2_5_VLTransform
+    from ._packing import Qwen2_5_VLPackedDataset
     from ._rms_norm import Qwen2_5_VLTextRMSNorm
     from ._text_decoder import Qwen2_5_VLTextDecoder
 

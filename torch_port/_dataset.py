@@ -18,6 +18,11 @@ system turns are masked from the loss. ``torch_port.padded_collate_qwen2_5_vl`` 
 Bad rows are named, never trained on silently: a missing or undecodable file, a tag count that
 does not match the files, a row that does not fit the transform's ``max_seq_len`` without cutting
 a vision run: ``ds[i]`` raises ``DataRowError`` naming the data file, the row and the media file.
+
+``pack=True`` (config: ``dataset.pack=True``) packs the samples up to the transform's
+``max_seq_len`` (``Qwen2_5_VLPackedDataset``: each sample's own positions, no attention across
+samples). ``packed=True`` is refused: torchtune's recipes read that key and swap the configured
+collate for their text-only one, which would drop the images.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 
 from ._chat_rows import Media, row_to_messages
 from ._media import MediaError
+from ._packing import Qwen2_5_VLPackedDataset
 
 __all__ = ["DataRowError", "Qwen2_5_VLChatDataset", "qwen2_5_vl_chat_dataset"]
 
@@ -97,6 +103,7 @@ def qwen2_5_vl_chat_dataset(
     filter_fn: Optional[Callable] = None,
     split: str = "train",
     packed: bool = False,
+    pack: bool = False,
     **load_dataset_kwargs: Dict[str, Any],
 ):
     """Chats with any number of images and videos per row, for ``Qwen2_5_VLTransform``.
@@ -115,25 +122,35 @@ def qwen2_5_vl_chat_dataset(
         filter_fn (Callable | None): ``datasets`` filter applied to the rows first (row numbers in
             errors count the rows left).
         split (str): the ``datasets`` split.
-        packed (bool): must be False (torchtune packs no multimodal dataset).
+        packed (bool): must be False: torchtune's recipes swap in their text-only collate when
+            ``dataset.packed`` is true. Use ``pack``.
+        pack (bool): pack samples up to ``model_transform.max_seq_len`` tokens
+            (``Qwen2_5_VLPackedDataset``; the collate builds the block-causal mask).
         **load_dataset_kwargs: more ``datasets.load_dataset`` arguments.
 
     Returns:
         Qwen2_5_VLChatDataset: ``ds[i]`` -> ``{"tokens": [s], "mask": [s], "labels": [s],
         "encoder_input": {"image": {"pixel_values", "grid_thw" [n, 3]}, "video": {...}}, "input_pos":
-        [3, s]}`` (modalities without media absent; ``{}`` for a text-only row).
+        [3, s]}`` (modalities without media absent; ``{}`` for a text-only row); with ``pack=True`` a
+        ``Qwen2_5_VLPackedDataset`` of such samples.
 
     Raises:
         FileNotFoundError: ``data_files`` or ``image_dir`` does not exist.
-        ValueError: ``packed=True``, or a transform that is not a Qwen2.5-VL one. Bad rows raise
+        ValueError: ``packed=True``, a transform that is not a Qwen2.5-VL one, or ``pack=True`` with a
+            transform whose ``max_seq_len`` is None. Bad rows raise
             ``DataRowError`` when read (``ds[i]``), naming the row and the file.
     """
     from datasets import load_dataset
 
     if packed:
-        raise ValueError("packed=True is not supported: torchtune packs no multimodal dataset")
+        raise ValueError("dataset.packed=True is not supported: torchtune's recipes then replace the collate with "
+                         "their text-only padded_collate_packed, which drops the images and videos. Set "
+                         "dataset.pack=True (and dataset.packed=False) to pack Qwen2.5-VL samples.")
     if not hasattr(model_transform, "image_token_id") or not hasattr(model_transform, "video_transform"):
         raise ValueError(f"model_transform must be a Qwen2_5_VLTransform, got {type(model_transform).__name__}")
+    if pack and model_transform.max_seq_len is None:
+        raise ValueError("dataset.pack=True packs up to the tokenizer's max_seq_len, which is None: set "
+                         "tokenizer.max_seq_len")
     if not Path(data_files).is_file():
         raise FileNotFoundError(f"data_files {data_files} not found")
     media_dir = Path(data_files).parent if image_dir is None else Path(image_dir)
@@ -145,4 +162,4 @@ def qwen2_5_vl_chat_dataset(
     dataset = Qwen2_5_VLChatDataset(rows, model_transform, media_dir=media_dir, column_map=column_map,
                                     new_system_prompt=new_system_prompt, image_tag=image_tag,
                                     name=Path(data_files).name)
-    return dataset
+    return Qwen2_5_VLPackedDataset(dataset, max_seq_len=model_transform.max_seq_len) if pack else dataset

@@ -159,8 +159,11 @@ class Qwen2_5_VLEarlyFusionModel(EarlyFusionModel):
 
         Args:
             tokens (torch.Tensor): ``[b, s]`` token ids, with one placeholder per vision row.
-            mask (torch.Tensor | None): ``[b, s, s]`` boolean attention mask (True attends);
-                None means causal.
+            mask (torch.Tensor | BlockMask | None): ``[b, s, s]`` boolean attention mask (True
+                attends), or the flex-attention ``BlockMask`` of a packed batch; None means causal.
+                Packed batches (``padded_collate_qwen2_5_vl`` of ``Qwen2_5_VLPackedDataset`` items)
+                bring a block-causal mask and each sample's own ``input_pos``, so nothing here
+                depends on packing.
             encoder_input (dict | None): ``{"image": {"pixel_values", "grid_thw"}, "video": {...}}``,
                 either key optional; None for text only.
             input_pos (torch.Tensor | None): ``[3, b, s]`` mRoPE position ids (``[b, s]`` and None
