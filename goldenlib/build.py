@@ -81,6 +81,10 @@ def build_case(case: Case, towers=None, weights_of=None):
     if case.kind == "positions":  # no towers: its HF cross-check is exact or bounded in build_positions
         tensors, metadata, _ = build_positions(case)
         return tensors, metadata, []
+    if case.kind == "model":  # a whole model: built and HF-checked through its checkpoint folder
+        from .model_goldens import build_model_case
+
+        return build_model_case(case)
     towers = case.towers if towers is None else tuple(towers)
     weights_of = weights_of or (lambda name: TOWERS[name].weights())
     images, image_tensors, pixel_values, grid_thw = _inputs(case)
