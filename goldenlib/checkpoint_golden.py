@@ -102,6 +102,33 @@ def prompt_with_placeholders(prompt: str, n_images: int, n_videos: int) -> str:
     return prompt
 
 
+def read_media(image_paths=(), video_paths=()):
+    """(images, clips) as uint8 arrays from files: images decoded with Pillow (reference.io); a video is a
+    folder of frame images (sorted by name) or a .npy uint8 [T, H, W, 3]. A missing file is named."""
+    from reference.io import load_image
+
+    images = []
+    for path in map(Path, image_paths):
+        if not path.is_file():
+            raise FolderError(f"image {path}: no such file")
+        images.append(load_image(path))
+    clips = []
+    for path in map(Path, video_paths):
+        if path.is_dir():
+            frames = sorted(p for p in path.iterdir() if p.is_file())
+            if not frames:
+                raise FolderError(f"video folder {path}: holds no frame files")
+            clips.append(np.stack([load_image(p) for p in frames]))
+        elif path.suffix == ".npy" and path.is_file():
+            clip = np.load(path, allow_pickle=False)
+            if clip.dtype != np.uint8 or clip.ndim != 4 or clip.shape[-1] != 3:
+                raise FolderError(f"video {path}: expected uint8 [T, H, W, 3], got {clip.dtype} {clip.shape}")
+            clips.append(clip)
+        else:
+            raise FolderError(f"video {path}: neither a folder of frames nor a .npy file")
+    return images, clips
+
+
 def default_subset(depth: int, fullatt=()) -> tuple[int, ...]:
     """All of a small stack (<= 8); else every 8th, the last, the full-attention ones, and the one before
     each of them (so that each kept stage can be fed its golden input)."""
