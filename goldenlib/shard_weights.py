@@ -1,15 +1,19 @@
 """An HF checkpoint's tensors, read from its safetensors shards only when used.
 
-`ShardWeights(folder)` is a read-only mapping from HF names to `LazyTensor`s: each knows its shape
-without reading, becomes a NumPy array (float32 for BF16/F16/F32 files, float64 for F64) when NumPy
-asks (`np.asarray(t, dtype)`), and reads only the rows asked for when indexed (`t[ids]`, `t[a:b]`).
+`ShardWeights(folder, dtype)` is a read-only mapping from HF names to `LazyTensor`s: each knows its shape
+without reading, becomes a NumPy array of `dtype` (float64 by default: every BF16/F16/F32 value is exact
+in it) when NumPy asks (`np.asarray(t)`), and reads only the rows asked for when indexed (`t[ids]`,
+`t[a:b]`). The widening is one torch conversion from the stored dtype (the reference's own cast is then
+a no-op).
 The reference reads one layer at a time this way, so a 7B checkpoint is never whole in memory.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,20 +44,18 @@ def shard_files(folder: Path) -> dict[str, Path]:
         return {name: single for name in handle.keys()}
 
 
-def _numpy(tensor):
-    """A torch tensor read from a shard -> NumPy (bfloat16 / float16 widened to float32)."""
+def _numpy(tensor, dtype):
+    """A torch tensor read from a shard -> a NumPy array of ``dtype`` (one conversion)."""
     import torch
 
-    if tensor.dtype in (torch.bfloat16, torch.float16):
-        tensor = tensor.float()
-    return tensor.numpy()
+    return tensor.to({np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}[dtype]).numpy()
 
 
 class LazyTensor:
-    def __init__(self, path: Path, name: str):
+    def __init__(self, path: Path, name: str, dtype=np.float64, owner=None):
         from safetensors import safe_open
 
-        self.path, self.name = path, name
+        self.path, self.name, self.dtype, self.owner = path, name, np.dtype(dtype), owner
         with safe_open(str(path), framework="pt") as handle:
             if name not in handle.keys():
                 raise FolderError(f"{path}: the index names tensor {name!r} but the shard does not hold it")
@@ -63,10 +65,13 @@ class LazyTensor:
         from safetensors import safe_open
 
         with safe_open(str(self.path), framework="pt") as handle:
-            return _numpy(handle.get_slice(self.name)[index])
+            return _numpy(handle.get_slice(self.name)[index], self.dtype)
+
+    def read(self):
+        return self._slice(slice(None)) if self.shape else self._slice(())
 
     def __array__(self, dtype=None, copy=None):
-        whole = self._slice(slice(None)) if self.shape else self._slice(())
+        whole = self.owner.whole(self) if self.owner is not None else self.read()
         return whole if dtype is None else whole.astype(dtype, copy=False)
 
     def __getitem__(self, index):
@@ -74,20 +79,40 @@ class LazyTensor:
             return self._slice(index)
         rows = np.asarray(index)
         if rows.size == 0:
-            return np.zeros((0,) + self.shape[1:], np.float32)
+            return np.zeros((0,) + self.shape[1:], self.dtype)
         lo, hi = int(rows.min()), int(rows.max()) + 1  # one contiguous read covering the rows asked for
         return self._slice(slice(lo, hi))[rows - lo]
 
 
 class ShardWeights(Mapping):
-    """{HF name: LazyTensor} of a checkpoint folder; nothing is read until used."""
+    """{HF name: LazyTensor} of a checkpoint folder; nothing is read until used.
 
-    def __init__(self, folder):
-        self.folder = Path(folder)
+    When a whole tensor of block or layer i is read (a name with "layers.{i}." or "blocks.{i}."), the
+    tensors of block or layer i + 1 are read in a background thread, so that reading and widening the
+    next layer overlaps the current one's arithmetic (at most two layers are held at once); the values
+    are the same either way."""
+
+    LAYER = re.compile(r"^(.*\b(?:layers|blocks)\.)(\d+)\.")
+
+    def __init__(self, folder, dtype=np.float64):
+        self.folder, self.dtype = Path(folder), np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
+            raise ValueError(f"ShardWeights reads float32 or float64, not {self.dtype}")
         self.files = shard_files(self.folder)
+        self.pool, self.ahead = ThreadPoolExecutor(max_workers=1), {}
 
     def __getitem__(self, name):
-        return LazyTensor(self.files[name], name)
+        return LazyTensor(self.files[name], name, self.dtype, owner=self)
+
+    def whole(self, tensor: LazyTensor):
+        """The whole tensor (read ahead or now), and the next layer's tensors started."""
+        match = self.LAYER.match(tensor.name)
+        if match:
+            following = f"{match.group(1)}{int(match.group(2)) + 1}."
+            for name in (n for n in self.files if n.startswith(following) and n not in self.ahead):
+                self.ahead[name] = self.pool.submit(LazyTensor(self.files[name], name, self.dtype).read)
+        pending = self.ahead.pop(tensor.name, None)
+        return pending.result() if pending is not None else tensor.read()
 
     def __iter__(self):
         return iter(self.files)
