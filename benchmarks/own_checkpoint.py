@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -133,7 +134,8 @@ def measure(folder: Path, no_crosscheck: bool):
     ids, types, inputs, _ = cg.reference_inputs(folder, config, prompt, [image], [])
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     times = []
-    for run in range(2):  # the golden's peak RSS is read after the first run, before any GEMM-peak arrays
+    load = os.getloadavg()[0]
+    for run in range(3):  # the golden's peak RSS is read after the first run, before any GEMM-peak arrays
         start = time.perf_counter()
         trace = cg.run_reference(folder, config, ids, types, inputs, keep=lambda stage: True)
         times.append(time.perf_counter() - start)
@@ -151,10 +153,11 @@ def measure(folder: Path, no_crosscheck: bool):
           f"bf16 shards: {size:.2f} GiB |")
     print(f"| input | 448x448 image ({patches} patches, {patches // 4} tokens) + 64 text tokens: "
           f"sequence {ids.shape[1]} |")
-    print(f"| reference float64 forward | {times[0]:.1f} s, {times[1]:.1f} s; {flops / 1e9:.0f} GFLOP, "
+    print(f"| reference float64 forward | {', '.join(f'{t:.1f}' for t in times)} s; {flops / 1e9:.0f} GFLOP, "
           f"{flops / seconds / 1e9:.1f} GFLOP/s (best) |")
     print(f"| float64 GEMM peak (4096^2, best of 3) | {peaks[0]:.1f} GFLOP/s between the runs, {peaks[1]:.1f} after |")
-    print(f"| share of the GEMM peak | {flops / seconds / 1e9 / peak:.0%} (best run / best peak) |")
+    print(f"| share of the GEMM peak | {flops / seconds / 1e9 / peak:.0%} (best run / best peak; load average "
+          f"{load:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs) |")
     print(f"| peak RSS (the golden's steps, first run) | {rss:.2f} GiB (before the forward: {rss_before:.2f} GiB; "
           f"one decoder layer in float64: {layer_gib:.2f} GiB; logits [1, {ids.shape[1]}, 151936] float64: "
           f"{trace['lm.logits'].nbytes / 2**30:.2f} GiB) |")

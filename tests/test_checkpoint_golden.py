@@ -106,3 +106,17 @@ def test_refuses_to_write_when_hf_disagrees(sharded, tmp_path, monkeypatch, caps
     monkeypatch.setattr(cg, "run_reference", off_by_a_bit)
     code, out = _run(tmp_path, sharded, "--image", PHOTO)
     assert code == 1 and not out.exists() and "lm.logits" in capsys.readouterr().err
+
+
+def test_shard_weights_read_the_stored_values(sharded):
+    """Whole tensors (layer by layer, the next one read ahead) and scattered rows are the shards' values."""
+    from goldenlib.shard_weights import ShardWeights
+
+    stored = load_file(str(sharded / "model-00001-of-00002.safetensors")) | load_file(
+        str(sharded / "model-00002-of-00002.safetensors"))
+    weights = ShardWeights(sharded)
+    for name in sorted(weights, key=lambda n: (n.split(".")[:-3], n)):
+        np.testing.assert_array_equal(np.asarray(weights[name]), stored[name].double().numpy(), err_msg=name)
+    ids = np.array([[287, 3, 4, 3, 100], [5, 6, 7, 286, 0]])
+    table = stored["model.embed_tokens.weight"].double().numpy()
+    np.testing.assert_array_equal(weights["model.embed_tokens.weight"][ids], table[ids])
