@@ -327,19 +327,20 @@ CASES = [
          lambda: [_clip(32, 30, 48, 64)], {**VIDEO_SMALL, "do_sample_frames": True, "fps": 2, "video_fps": 30},
          kind="video"),
     # Whole models (goldenlib.model_goldens): tiny random Qwen2.5-VL models, tied and untied, to the logits.
-    Case("lm_one_image", "tiny tied model (lm_tied): one photo crop 60x90 -> 56x84 (6 merged tokens) and a question",
+    # Small inputs on purpose (golden/ has a size budget): 56x56 images, short prompts.
+    Case("lm_one_image", "tiny tied model (lm_tied): a 50x50 photo crop -> 56x56 (4 merged tokens) and a question",
          kind="model", towers=(),
-         inputs=lambda: _model_prompt("lm_tied", "Describe this image.", images=[photo("chelsea")[40:100, 60:150]])),
-    Case("lm_two_images", "tiny untied model (lm_untied): two images (cat crop, noise) with text between",
-         kind="model", towers=(),
+         inputs=lambda: _model_prompt("lm_tied", "Describe it.", images=[photo("chelsea")[40:90, 60:110]])),
+    Case("lm_two_images", "tiny untied model (lm_untied): two images (cat crop 50x50 -> 56x56, noise 40x70 -> "
+         "56x84) with text between", kind="model", towers=(),
          inputs=lambda: _model_prompt("lm_untied", "<|vision_start|><|image_pad|><|vision_end|> or "
-                                      "<|vision_start|><|image_pad|><|vision_end|>: which is the cat?",
-                                      images=[photo("chelsea")[20:100, 40:140], _noise(60, 50, seed=16)])),
-    Case("lm_video", "tiny tied model (lm_tied): a 4-frame pan over the cat photo 64x96 -> 56x84, grid_t 2",
+                                      "<|vision_start|><|image_pad|><|vision_end|>: cat?",
+                                      images=[photo("chelsea")[20:70, 40:90], _noise(40, 70, seed=16)])),
+    Case("lm_video", "tiny tied model (lm_tied): a 4-frame pan over the cat photo 50x50 -> 56x56, grid_t 2",
          kind="model", towers=(),
-         inputs=lambda: _model_prompt("lm_tied", "What happens?", videos=[_panning(4, 64, 96)])),
+         inputs=lambda: _model_prompt("lm_tied", "What?", videos=[_panning(4, 50, 50)])),
     Case("lm_text", "tiny untied model (lm_untied): text only (plain 1-D positions)", kind="model", towers=(),
-         inputs=lambda: _model_prompt("lm_untied", "A red square and a cat: what is in this picture?")),
+         inputs=lambda: _model_prompt("lm_untied", "A red cat: what is it?")),
     # The parity report's seed scenario (README "Parity report"): not stored, built in memory.
     Case("seed_rocket_224", "rocket photo crop rows 0-212, columns 60-283 (213x224) -> 224x224: only the "
          "vertical pass runs (the parity report's seed scenario, see README 'Parity report')",

@@ -4,13 +4,16 @@ images, a video, and text only, every stage from the image stages to the logits.
 A case is built exactly as a porter's own-checkpoint golden (`goldenlib.checkpoint_golden`): the model's
 HF folder is written to a temporary directory, and the folder, the prompt and the media go through the
 reference (float64) and through HF (AutoProcessor: equal outputs; the float32 model fed
-mm_token_type_ids: every float stage within `HF_CROSSCHECK_BOUND`) before anything is returned.
+mm_token_type_ids: every float stage within `HF_CROSSCHECK_BOUND`) before anything is returned. The
+image stages are left out (the `tv_*` cases hold them): the stored inputs start at `pixel_values`.
 """
 
 from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
+
+from reference.preprocess import TORCHVISION_STAGES as IMAGE_STAGES
 
 from .tolerances import HF_CROSSCHECK_BOUND
 
@@ -39,6 +42,8 @@ def build_model_case(case):
         tensors, metadata, errors = checkpoint_golden(folder, inputs.prompt, images=inputs.images,
                                                       videos=inputs.videos, bound=HF_CROSSCHECK_BOUND)
     metadata.pop("max_rel_error_vs_hf_float32")  # machine-dependent: golden/CROSSCHECK.md holds it
+    # the image stages are the tv_* cases' business; here the model's inputs start at pixel_values
+    tensors = {name: value for name, value in tensors.items() if name.split(".")[0] not in IMAGE_STAGES}
     metadata.update(case=case.name, description=case.description, model=inputs.model, seed=model.seed,
                     checkpoint=f"goldenlib.model_folders.write_model_folder({inputs.model!r}, folder)",
                     weights=f"reference.random_weights(config.vision, {model.seed}) and "

@@ -114,11 +114,13 @@ CHECKPOINT_VS_HF_FLOAT32_BOUND = 1e-4
 
 # The torch port's fused model vs the whole-model goldens (tests/test_port_model_goldens.py: lm_one_image,
 # lm_two_images, lm_video, lm_text), max relative error over every lm.* stage, per (port dtype, local /
-# accumulated), CPU. The parity table's rule: 2 x the measured worst, rounded up to two digits. Measured: float32
-# local 4.49e-7 (lm_video lm.layers.0.output), accumulated 1.30e-6 (lm_two_images lm.logits); bfloat16 local
-# 8.42e-3 (lm_text lm.layers.1.output), accumulated 1.86e-2 (lm_two_images lm.norm).
+# accumulated), CPU. The parity table's rule: 2 x the measured worst, rounded up to two digits, worst over the
+# stored cases and an earlier, larger version of them (images 60x90 / 80x100, 64x96 video frames, longer
+# prompts). Measured: float32 local 4.49e-7 (earlier lm_video lm.layers.0.output; stored: 3.45e-7),
+# accumulated 1.30e-6 (earlier lm_two_images lm.logits; stored: 1.25e-6); bfloat16 local 8.61e-3 (lm_video
+# lm.layers.0.output), accumulated 2.44e-2 (lm_two_images lm.logits).
 PORT_LM_VS_GOLDEN_BOUNDS = {("float32", "local"): 9.0e-7, ("float32", "accumulated"): 2.6e-6,
-                            ("bfloat16", "local"): 1.7e-2, ("bfloat16", "accumulated"): 3.8e-2}
+                            ("bfloat16", "local"): 1.8e-2, ("bfloat16", "accumulated"): 4.9e-2}
 
 # One training step of the fused model (torchtune recipe: chunked output + CEWithChunkedOutputLoss)
 # vs HF's labels= loss on the same tiny weights (tests/test_training_step.py, 3 configs), the issue's
