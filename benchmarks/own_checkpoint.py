@@ -13,7 +13,8 @@ cross-check (float32, whole model: its memory is not the golden's). Usage::
 
 GEMM share = the forward's multiply-add FLOPs (counted from the shapes: projections, MLPs, attention
 scores and values as computed, patch embedding, merger, lm_head) / its time / the float64 GEMM peak
-(the best of a few 4096x4096 NumPy matmuls, same process, same threads).
+(the best of three 4096x4096 NumPy matmuls, same process, same threads), measured right after each of three
+forwards: on a shared machine both move with the load, so each forward is paired with its own peak.
 """
 
 from __future__ import annotations
@@ -133,18 +134,15 @@ def measure(folder: Path, no_crosscheck: bool):
     prompt = cg.prompt_with_placeholders("".join(chr(97 + i % 26) for i in range(64)), 1, 0)
     ids, types, inputs, _ = cg.reference_inputs(folder, config, prompt, [image], [])
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    times = []
     load = os.getloadavg()[0]
-    for run in range(3):  # the golden's peak RSS is read after the first run, before any GEMM-peak arrays
+    times, peaks = [], []
+    for run in range(3):  # each forward paired with a GEMM peak measured right after it (the machine is shared)
         start = time.perf_counter()
         trace = cg.run_reference(folder, config, ids, types, inputs, keep=lambda stage: True)
         times.append(time.perf_counter() - start)
-        if run == 0:
+        if run == 0:  # the golden's peak RSS: before any GEMM-peak arrays exist
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-            del trace
-            peaks = [gemm_peak()]
-    peaks.append(gemm_peak())
-    seconds, peak = min(times), max(peaks)  # best against best: the machine is shared
+        peaks.append(gemm_peak())
     patches = int(np.prod(inputs["image_grid_thw"], axis=1).sum())
     flops = forward_flops(config, ids.shape[1], patches, (config.vision.window_size // 14) ** 2)
     layer_gib = sum(np.prod(s) for k, s in reference.text_weight_shapes(config.text).items()
@@ -153,11 +151,12 @@ def measure(folder: Path, no_crosscheck: bool):
           f"bf16 shards: {size:.2f} GiB |")
     print(f"| input | 448x448 image ({patches} patches, {patches // 4} tokens) + 64 text tokens: "
           f"sequence {ids.shape[1]} |")
+    shares = [flops / t / 1e9 / p for t, p in zip(times, peaks)]
     print(f"| reference float64 forward | {', '.join(f'{t:.1f}' for t in times)} s; {flops / 1e9:.0f} GFLOP, "
-          f"{flops / seconds / 1e9:.1f} GFLOP/s (best) |")
-    print(f"| float64 GEMM peak (4096^2, best of 3) | {peaks[0]:.1f} GFLOP/s between the runs, {peaks[1]:.1f} after |")
-    print(f"| share of the GEMM peak | {flops / seconds / 1e9 / peak:.0%} (best run / best peak; load average "
-          f"{load:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs) |")
+          f"{', '.join(f'{flops / t / 1e9:.1f}' for t in times)} GFLOP/s |")
+    print(f"| float64 GEMM peak right after each (4096^2, best of 3) | {', '.join(f'{p:.1f}' for p in peaks)} GFLOP/s |")
+    print(f"| share of the GEMM peak | {', '.join(f'{x:.0%}' for x in shares)} (median {sorted(shares)[1]:.0%}; load "
+          f"average {load:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs) |")
     print(f"| peak RSS (the golden's steps, first run) | {rss:.2f} GiB (before the forward: {rss_before:.2f} GiB; "
           f"one decoder layer in float64: {layer_gib:.2f} GiB; logits [1, {ids.shape[1]}, 151936] float64: "
           f"{trace['lm.logits'].nbytes / 2**30:.2f} GiB) |")
