@@ -164,14 +164,17 @@ def reference_inputs(folder, config, prompt, images, videos, video_fps=None):
     return ids, types, inputs, stages
 
 
-def hf_processor_check(folder, prompt, images, videos, ids, types, inputs):
+def hf_processor_check(folder, prompt, images, videos, ids, types, inputs, video_fps=None):
     """HF's AutoProcessor on the same prompt and media: every output must equal the reference's."""
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(str(folder))
-    out = processor(text=[prompt], images=list(images) or None, videos=list(videos) or None, return_tensors="np",
-                    do_sample_frames=False, cap_pixels_per_frame=False) if videos else processor(text=[prompt], images=list(images) or None,
-                                                                     return_tensors="np")
+    media = {"images": list(images) or None}
+    if videos:  # as the reference: every frame kept, no per-frame pixel cap, the clips' own fps when given
+        media.update(videos=list(videos), do_sample_frames=False, cap_pixels_per_frame=False)
+        if video_fps is not None:
+            media["video_metadata"] = [{"total_num_frames": len(clip), "fps": video_fps} for clip in videos]
+    out = processor(text=[prompt], return_tensors="np", **media)
     ours = {"input_ids": ids, "mm_token_type_ids": types, **inputs}
     differ = []
     for name, value in ours.items():
@@ -236,7 +239,7 @@ def checkpoint_golden(folder, prompt, *, images=(), videos=(), video_fps=None, l
     prompt = prompt_with_placeholders(prompt, len(images), len(videos))
     ids, types, inputs, image_stages = reference_inputs(folder, config, prompt, images, videos, video_fps)
     if crosscheck:
-        hf_processor_check(folder, prompt, images, videos, ids, types, inputs)
+        hf_processor_check(folder, prompt, images, videos, ids, types, inputs, video_fps)
     layers = default_subset(config.text.num_hidden_layers) if layers is None else tuple(layers)
     blocks = default_subset(config.vision.depth, config.vision.fullatt_block_indexes) if blocks is None else tuple(
         blocks)

@@ -120,3 +120,14 @@ def test_shard_weights_read_the_stored_values(sharded):
     ids = np.array([[287, 3, 4, 3, 100], [5, 6, 7, 286, 0]])
     table = stored["model.embed_tokens.weight"].double().numpy()
     np.testing.assert_array_equal(weights["model.embed_tokens.weight"][ids], table[ids])
+
+
+def test_a_video_with_its_frame_rate(sharded, tmp_path):
+    """--video (a .npy clip) and --video-fps: second_per_grid_ts = temporal_patch_size / fps, equal to HF's."""
+    clip = np.random.default_rng(0).integers(0, 256, (4, 50, 50, 3), dtype=np.uint8)
+    np.save(tmp_path / "clip.npy", clip)
+    code, out = _run(tmp_path, sharded, "--video", str(tmp_path / "clip.npy"), "--video-fps", "4", prompt="What?")
+    assert code == 0
+    tensors, _ = store.read_case(out.stem, out.parent, verify=False)
+    assert tensors["second_per_grid_ts"].tolist() == [0.5]
+    assert tensors["video_grid_thw"].tolist() == [[2, 4, 4]] and "visual_video.output" in tensors
