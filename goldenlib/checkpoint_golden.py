@@ -186,13 +186,30 @@ def hf_processor_check(folder, prompt, images, videos, ids, types, inputs, video
         raise CheckpointCrosscheckError(f"{folder}: the reference's inputs differ from HF's AutoProcessor at {differ}")
 
 
+class KeptStages(dict):
+    """A trace that keeps only the stages ``keep(name)`` accepts, as they come (the 3B tower's 64 block
+    stages of a large image never sit in memory at once)."""
+
+    def __init__(self, keep):
+        super().__init__()
+        self.keep = keep
+
+    def __setitem__(self, name, value):
+        if self.keep(name):
+            super().__setitem__(name, value)
+
+    def update(self, *args, **kwargs):
+        for name, value in dict(*args, **kwargs).items():
+            self[name] = value
+
+
 def run_reference(folder, config, ids, types, inputs, keep, dtype=np.float64):
     weights = ShardWeights(folder, dtype)
     vision, text = reference.split_model_weights(weights)
-    trace = {}
+    trace = KeptStages(keep)
     reference.model_forward(ids, vision, text, config, mm_token_type_ids=types, trace=trace, dtype=dtype,
                             vision=reference.fast.vision_forward, **inputs)
-    return {name: value for name, value in trace.items() if keep(name)}
+    return dict(trace)
 
 
 def hf_crosscheck(folder, ids, types, inputs, trace):

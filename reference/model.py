@@ -39,12 +39,19 @@ def text_positions(batch, seq):  # -> [3, b, s]: HF's positions when there is no
     return np.broadcast_to(np.arange(seq, dtype=np.int64), (3, batch, seq)).copy()
 
 
+class Prefixed:
+    """Where a tower run records its stages: straight into `trace`, each name prefixed."""
+
+    def __init__(self, trace, prefix):
+        self.trace, self.prefix = trace, prefix
+
+    def __setitem__(self, name, value):
+        self.trace[self.prefix + name] = value
+
+
 def tower_rows(pixel_values, grid_thw, vision_weights, config, dtype, trace, prefix, vision):
-    stages = None if trace is None else {}
-    rows = vision(pixel_values, grid_thw, vision_weights, config.vision, dtype=dtype, trace=stages)
-    if trace is not None:
-        trace.update({prefix + name: value for name, value in stages.items()})
-    return rows
+    stages = None if trace is None else Prefixed(trace, prefix)
+    return vision(pixel_values, grid_thw, vision_weights, config.vision, dtype=dtype, trace=stages)
 
 
 def model_forward(input_ids, vision_weights, text_weights, config: ModelConfig, *, pixel_values=None,
