@@ -6,6 +6,8 @@
     uv run generate_golden.py --case gray --no-full        # recompute only these; every other golden is kept
     uv run generate_golden.py --force gray                 # rewrite gray even if it reproduces (--force-all: all)
     uv run generate_golden.py --float32-copy photo_astronaut --out astronaut_f32.safetensors   # for MLX (no F64)
+    uv run generate_golden.py --model DIR --image cat.png --prompt "Describe this image." --out mine.safetensors
+                                 # a golden of your own HF Qwen2.5-VL checkpoint and input, to the logits
 
 Exit codes: 0 no drift (or written), 1 drift, or a case where HF differs from the reference or refuses
 the input (nothing written), 2 cannot check: the installed transformers is outside the supported range
@@ -256,10 +258,24 @@ def main(argv=None):
     parser.add_argument("--float32-copy", metavar="NAME",
                         help="write a float32 / int32 copy of golden NAME to --out (for readers without float64, "
                              "e.g. MLX) and exit; nothing else is computed or written")
-    parser.add_argument("--out", metavar="PATH", help="--float32-copy: the file to write")
+    own = parser.add_argument_group("a golden of your own checkpoint (goldenlib.checkpoint_golden)")
+    own.add_argument("--model", metavar="DIR", help="an HF Qwen2.5-VL checkpoint folder")
+    own.add_argument("--image", action="append", metavar="FILE", help="an image file (repeatable, in prompt order)")
+    own.add_argument("--video", action="append", metavar="PATH",
+                     help="a video: a folder of frame images (sorted by name) or a .npy uint8 [T, H, W, 3] (repeatable)")
+    own.add_argument("--video-fps", type=float, help="the videos' frame rate (default: HF's fallback, 24)")
+    own.add_argument("--prompt", help="the text; one <|image_pad|> / <|video_pad|> per medium, or none (one run "
+                                      "per medium is put in front)")
+    own.add_argument("--out", metavar="FILE.safetensors", help="where to write the golden (or the --float32-copy)")
+    own.add_argument("--layers", metavar="I,J,...", help="decoder layers whose stages are kept (default: all of up "
+                                                         "to 8 layers, else every 8th, the last and the one before each)")
+    own.add_argument("--blocks", metavar="I,J,...", help="tower blocks whose stages are kept (default: as --layers, "
+                                                         "plus the full-attention blocks)")
     args = parser.parse_args(argv)
-    if args.float32_copy is not None or args.out is not None:
+    if args.float32_copy is not None:
         return _float32_copy(parser, args)
+    if args.model or args.out:
+        return own_checkpoint(parser, args)
     folder = store.Path(args.golden_dir)
     only = set(args.case) if args.case else None
     known = set(stored_names())
@@ -305,6 +321,38 @@ def _float32_copy(parser, args):
         print(f"generate_golden.py: {error}; nothing written", file=sys.stderr)
         return 1
     print(f"wrote {path}: {args.float32_copy} with float64 -> float32, int64 -> int32")
+    return 0
+
+
+def own_checkpoint(parser, args):
+    """``--model``: the golden of a checkpoint folder on the given media and prompt. Exit 0 written, 1 HF
+    disagrees (nothing written), 2 a folder, input or placeholder problem (nothing written)."""
+    from goldenlib.checkpoint_golden import CheckpointCrosscheckError, checkpoint_golden, read_media
+
+    if not (args.model and args.out and args.prompt is not None):
+        parser.error("--model, --prompt and --out go together")
+    if not args.out.endswith(".safetensors"):
+        parser.error(f"--out must name a .safetensors file, got {args.out!r}")
+    try:
+        layers, blocks = (None if v is None else [int(i) for i in v.split(",")] for v in (args.layers, args.blocks))
+    except ValueError:
+        parser.error(f"--layers / --blocks take comma-separated integers, got {args.layers!r} / {args.blocks!r}")
+    try:
+        images, videos = read_media(args.image or (), args.video or ())
+        tensors, metadata, _ = checkpoint_golden(args.model, args.prompt, images=images, videos=videos,
+                                                 video_fps=args.video_fps, layers=layers, blocks=blocks, log=_log)
+    except CheckpointCrosscheckError as error:
+        print(f"{error}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as error:
+        print(f"cannot make the golden: {error}; nothing written", file=sys.stderr)
+        return 2
+    out = store.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = store.write_case(out.parent, f".{out.stem}.partial", tensors, metadata)
+    os.replace(partial, out)  # never a half-written golden under the name asked for
+    print(f"wrote {out}: {len(tensors)} stages, {out.stat().st_size / 1e6:.1f} MB "
+          f"(layers {metadata['stored_layers']}, tower blocks {metadata['stored_blocks']})")
     return 0
 
 

@@ -71,7 +71,7 @@ def build_positions(case: Case):
     if bad:
         raise CrosscheckError(f"case {case.name}: mRoPE cos/sin differ from HF beyond "
                               f"{POSITIONS_ROTARY_VS_HF_BOUND:g}: {bad}", bad)
-    metadata = {**positions_metadata(case), "stages": case_stages(tensors, {}),
+    metadata = {**positions_metadata(case), "stages": case_stages(tensors),
                 "hf_float32_error": {stage: float(f"{error:.3g}") for stage, error in errors.items()}}
     return tensors, metadata, errors
 
@@ -85,6 +85,10 @@ def build_case(case: Case, towers=None, weights_of=None):
     if case.kind == "positions":  # no towers: its HF cross-check is exact or bounded in build_positions
         tensors, metadata, _ = build_positions(case)
         return tensors, metadata, []
+    if case.kind == "model":  # a whole model: built and HF-checked through its checkpoint folder
+        from .model_goldens import build_model_case
+
+        return build_model_case(case)
     towers = case.towers if towers is None else tuple(towers)
     weights_of = weights_of or (lambda name: TOWERS[name].weights())
     images, image_tensors, pixel_values, grid_thw = _inputs(case)
@@ -104,7 +108,7 @@ def build_case(case: Case, towers=None, weights_of=None):
                 value = value.astype(case.tower_dtype)
             tensors[f"{name}.{stage}"] = value
     metadata = _metadata(case, towers)
-    metadata["stages"] = case_stages(tensors, {name: TOWERS[name].config.depth for name in towers})
+    metadata["stages"] = case_stages(tensors)
     if case.make is not None:
         metadata["processor"] = processor_settings(case.kind, case_params(case) if case.kind != "video" else case.params)
     metadata["hf_float32_error"] = hf_float32_errors(report)

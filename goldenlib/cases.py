@@ -21,6 +21,10 @@ be rebuilt anywhere without the golden file.
 * a TORCHVISION image case: an image case with ``params={"backend": "torchvision"}`` (HF's default
   ``Qwen2VLImageProcessor``); stores ``reference.TORCHVISION_STAGES`` that ran, no towers (the
   towers' behaviour on image pixel values is covered by the PIL cases);
+* a MODEL case (``kind="model"``): a tiny whole model (``goldenlib.model_folders.MODELS``) on a prompt
+  with media (``inputs``: a :class:`goldenlib.model_goldens.ModelPrompt`); stores the image stages, the
+  inputs, the tower's stages (``visual.``, ``visual_video.``), the positions and the language model's
+  stages to the logits (``goldenlib.model_goldens``), cross-checked against HF's whole model;
 * a VIDEO case (``kind="video"``): uint8 clips [T, H, W, 3] (``make``) through
   ``reference.preprocess_video`` (``params``: its keyword arguments); stores every video stage,
   ``pixel_values_videos``, ``video_grid_thw``, ``second_per_grid_ts``, checked bit for bit against
@@ -223,6 +227,12 @@ def _panning(frames, height, width, step=6):
     return np.stack([cat[10:10 + height, step * i:step * i + width] for i in range(frames)])
 
 
+def _model_prompt(model, prompt, images=(), videos=()):
+    from .model_goldens import ModelPrompt
+
+    return ModelPrompt(model, prompt, tuple(images), tuple(videos))
+
+
 TORCHVISION = {"backend": "torchvision"}
 # Video goldens use small per-frame bounds (HF's video defaults, 100352 .. 602112 pixels a frame,
 # would make each case megabytes); the defaults themselves are tested against HF in test_video.py.
@@ -312,6 +322,21 @@ CASES = [
          "48x64 -> 56x84; second_per_grid_ts 2 / 4 fps = 0.5",
          lambda: [_clip(32, 30, 48, 64)], {**VIDEO_SMALL, "do_sample_frames": True, "fps": 2, "video_fps": 30},
          kind="video"),
+    # Whole models (goldenlib.model_goldens): tiny random Qwen2.5-VL models, tied and untied, to the logits.
+    # Small inputs on purpose (golden/ has a size budget): 56x56 images, short prompts.
+    Case("lm_one_image", "tiny tied model (lm_tied): a 50x50 photo crop -> 56x56 (4 merged tokens) and a question",
+         kind="model", towers=(),
+         inputs=lambda: _model_prompt("lm_tied", "Describe it.", images=[photo("chelsea")[40:90, 60:110]])),
+    Case("lm_two_images", "tiny untied model (lm_untied): two images (cat crop 50x50 -> 56x56, noise 40x70 -> "
+         "56x84) with text between", kind="model", towers=(),
+         inputs=lambda: _model_prompt("lm_untied", "<|vision_start|><|image_pad|><|vision_end|> or "
+                                      "<|vision_start|><|image_pad|><|vision_end|>: cat?",
+                                      images=[photo("chelsea")[20:70, 40:90], _noise(40, 70, seed=16)])),
+    Case("lm_video", "tiny tied model (lm_tied): a 4-frame pan over the cat photo 50x50 -> 56x56, grid_t 2",
+         kind="model", towers=(),
+         inputs=lambda: _model_prompt("lm_tied", "What?", videos=[_panning(4, 50, 50)])),
+    Case("lm_text", "tiny untied model (lm_untied): text only (plain 1-D positions)", kind="model", towers=(),
+         inputs=lambda: _model_prompt("lm_untied", "A red cat: what is it?")),
     # The parity report's seed scenario (README "Parity report"): not stored, built in memory.
     Case("seed_rocket_224", "rocket photo crop rows 0-212, columns 60-283 (213x224) -> 224x224: only the "
          "vertical pass runs (the parity report's seed scenario, see README 'Parity report')",
@@ -326,6 +351,7 @@ TV_IMAGE_CASES = [case for case in CASES if case.kind == "image" and case.stored
 VIDEO_CASES = [case for case in CASES if case.kind == "video" and case.stored]
 TOWER_CASES = [case for case in CASES if case.kind == "tower" and case.stored]
 POSITION_CASES = [case for case in CASES if case.kind == "positions" and case.stored]
+MODEL_CASES = [case for case in CASES if case.kind == "model" and case.stored]
 SCENARIOS = {case.name: case for case in CASES if not case.stored}
 
 

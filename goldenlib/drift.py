@@ -21,7 +21,7 @@ import numpy as np
 
 from . import store
 from .cases import BY_NAME, TOWERS, weights_case_name
-from .stage_vocabulary import IMAGE_PIPELINE, PROCESSOR_OUTPUTS, pipeline_order
+from .stage_vocabulary import IMAGE_PIPELINE, PROCESSOR_OUTPUTS, pipeline_order, tower_depths
 from .stage_vocabulary import pipeline_rank as stage_rank
 from .tolerances import DRIFT_BOUNDS, rel_error
 
@@ -84,14 +84,10 @@ def compare_case(name, tensors, stored):
 # ------------------------------------------------------------------ pipeline order
 
 
-def _tower_depths():
-    return {tower: spec.config.depth for tower, spec in TOWERS.items()}
-
-
 def stage_order(name, stages):
     """The stage names ``stages`` of case ``name`` in pipeline order (``goldenlib.stage_vocabulary``;
     unknown names last, sorted)."""
-    return pipeline_order(list(set(stages)), _tower_depths())
+    return pipeline_order(list(set(stages)))
 
 
 def pipeline_rank(row):
@@ -99,7 +95,7 @@ def pipeline_rank(row):
     the vocabulary's order."""
     if row.stage.startswith("("):
         return (0,)
-    return (1,) + stage_rank(row.stage, _tower_depths())
+    return (1,) + stage_rank(row.stage, tower_depths([row.stage]))
 
 
 # ------------------------------------------------------------------ teacher forcing

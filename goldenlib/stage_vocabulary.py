@@ -28,6 +28,14 @@ TEXT_ROTARY = ("mrope_cos", "mrope_sin")
 TOWER_HEAD = ("patch_embed", "rotary_cos", "rotary_sin", "window_index", "cu_seqlens", "cu_window_seqlens")
 TOWER_TAIL = ("merger.ln_q", "output")
 BLOCK_STAGES = ("attn_residual", "output")
+# The language model's stages (whole-model goldens), after the towers: layer i's two halves, then the head.
+LM_HEAD = ("lm.inputs_embeds",)
+LM_LAYER_STAGES = ("attn_residual", "output")
+LM_TAIL = ("lm.norm", "lm.logits")
+LM_KINDS = {"lm.inputs_embeds": "lm_embeds", "attn_residual": "lm_attn_residual", "output": "lm_layer_output",
+            "lm.norm": "lm_norm", "lm.logits": "lm_logits"}
+# The towers of a whole model: the images' run and the videos' run (HF runs them apart).
+MODEL_TOWERS = ("visual", "visual_video")
 # Integer tower stages (and second_per_grid_ts, a float computed from integers): exact.
 INDEX_STAGES = ("window_index", "cu_seqlens", "cu_window_seqlens", "image_grid_thw", "video_grid_thw",
                 "second_per_grid_ts")
@@ -52,8 +60,23 @@ def tower_stage_order(stages, depth):
     return [s for s in tower_stages(depth) if s in stages]
 
 
+def lm_stages(num_layers):
+    """Every language-model stage of a model of ``num_layers`` layers, in order."""
+    return LM_HEAD + tuple(f"lm.layers.{i}.{s}" for i in range(num_layers) for s in LM_LAYER_STAGES) + LM_TAIL
+
+
+def is_lm_stage(stage):
+    return stage.startswith("lm.")
+
+
 def stage_kind(stage):
-    """The tolerance kind of an unprefixed stage name (``blocks.3.output`` -> ``block_output``)."""
+    """The tolerance kind of an unprefixed stage name (``blocks.3.output`` -> ``block_output``,
+    ``lm.layers.2.output`` -> ``lm_layer_output``)."""
+    if is_lm_stage(stage):
+        kind = LM_KINDS.get(stage) or LM_KINDS.get(stage.rsplit(".", 1)[-1] if stage.startswith("lm.layers.") else "")
+        if kind is None:
+            raise ValueError(f"unknown stage {stage!r}")
+        return kind
     root = stage.split(".")[0]
     if root in INDEX_STAGES:
         return "index"
@@ -89,29 +112,54 @@ def split_tower(name, towers):
     return (head, rest) if head in towers and rest else (None, name)
 
 
+def tower_depths(names):
+    """{tower: depth} of the towers whose stages ``names`` holds (a prefix with a ``patch_embed``,
+    ``blocks.{i}`` or ``merger`` stage; depth: the last block stored + 1), in name order."""
+    depths = {}
+    for name in names:
+        head, _, rest = name.partition(".")
+        if head == "lm" or not rest:
+            continue
+        if rest.startswith("blocks."):
+            depths[head] = max(depths.get(head, 0), int(rest.split(".")[1]) + 1)
+        elif rest in TOWER_HEAD + TOWER_TAIL:
+            depths.setdefault(head, 0)
+    return dict(sorted(depths.items()))
+
+
 def pipeline_rank(name, towers):
     """Where golden name ``name`` sits in the pipeline (a sort key, comparable across cases): image
     stages image by image, the processor's outputs, the positions stages, then each tower
-    (``towers``: {name: depth}, in that order) in trace order; names not in the vocabulary last."""
+    (``towers``: {name: depth}, in that order) in trace order, then the language model; names not in
+    the vocabulary last."""
+    if is_lm_stage(name):
+        parts = name.split(".")
+        if name in LM_HEAD:
+            return (4, 0, 0, 0)
+        if parts[1] == "layers" and len(parts) == 4 and parts[2].isdigit():
+            return (4, 1, int(parts[2]), LM_LAYER_STAGES.index(parts[3]) if parts[3] in LM_LAYER_STAGES else 9)
+        return (4, 2, LM_TAIL.index(name) if name in LM_TAIL else 9, 0)
     tower, base = split_tower(name, towers)
     if tower is not None:
         order = tower_stages(towers[tower])
         return (3, list(towers).index(tower), order.index(base) if base in order else len(order), 0)
     root = base.split(".")[0]
-    if root in IMAGE_PIPELINE:
+    if root in IMAGE_PIPELINE and base not in POSITION_STAGES:
         return (0, image_index(base), IMAGE_PIPELINE.index(root), 0)
     if root in PROCESSOR_OUTPUTS:
         return (1, PROCESSOR_OUTPUTS.index(root), 0, 0)
     if root in POSITION_STAGES:
         return (2, POSITION_STAGES.index(root), 0, 0)
-    return (4, 0, 0, 0)
+    return (5, 0, 0, 0)
 
 
-def pipeline_order(names, towers):
-    """Golden names in pipeline order (:func:`pipeline_rank`; unknown names last, sorted)."""
+def pipeline_order(names, towers=None):
+    """Golden names in pipeline order (:func:`pipeline_rank`; unknown names last, sorted); ``towers``
+    ({name: depth}) as the names show them (:func:`tower_depths`) when not given."""
+    towers = tower_depths(names) if towers is None else towers
     return sorted(names, key=lambda name: (pipeline_rank(name, towers), name))
 
 
-def case_stages(names, towers):
+def case_stages(names):
     """The stage list a golden's metadata states: ``names`` (its tensors) in pipeline order."""
-    return pipeline_order(list(names), towers)
+    return pipeline_order(list(names))

@@ -1,4 +1,4 @@
-"""NumPy-only reference of Qwen2.5-VL's image pipeline, vision tower and multimodal positions.
+"""NumPy-only reference of Qwen2.5-VL: image pipeline, vision tower, multimodal positions, language model.
 
 Imports numpy and the standard library only. Decoding image files (Pillow)
 lives in :mod:`reference.io`, which nothing else here imports.
@@ -23,4 +23,9 @@ from .rope_index import rope_index
 from .validate import RopeIndexLayoutError
 from .mrope import apply_mrope, mrope_cos_sin
 from .vision_tokens import expand_vision_tokens
+from .text_config import ModelConfig, TextConfig
+from .text_weights import random_text_weights, split_model_weights, text_weight_shapes
+from .language import (causal_mask, decoder_layer, embed, grouped_query_attention, language_forward, lm_head,
+                       scatter_vision_rows, swiglu_mlp, text_attention)
+from .model import model_forward
 from . import fast  # noqa: E402  (after the plain modules it builds on)

@@ -86,6 +86,11 @@ def _rng(seed: int, name: str) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, zlib.crc32(name.encode())])))
 
 
+def seeded_normal(seed: int, name: str, shape) -> np.ndarray:
+    """Standard-normal float32 values of tensor `name`, from the stream of (seed, name)."""
+    return _rng(int(seed), name).standard_normal(shape, dtype=np.float32)
+
+
 def random_weights(config: VisionConfig, seed: int = 0) -> dict[str, np.ndarray]:
     """Random float32 weights under HF names; reproducible across platforms.
 

@@ -24,7 +24,9 @@ def test_manifest_lists_exactly_the_files_with_their_sha256():
 
 def test_golden_size_is_small():
     total = sum(p.stat().st_size for p in store.GOLDEN_DIR.iterdir() if p.is_file())
-    assert total < 40e6, f"golden/ is {total / 1e6:.1f} MB"
+    # 39.3 MB before the whole-model cases (issue 29), which add 1.1 MB: lm_two_images 0.46, lm_video 0.30,
+    # lm_one_image 0.21, lm_text 0.13
+    assert total < 41e6, f"golden/ is {total / 1e6:.1f} MB"
 
 
 def test_metadata_names_versions_and_crosscheck():
