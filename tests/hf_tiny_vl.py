@@ -23,10 +23,11 @@ from tiny_tokenizer import SPECIAL_IDS as QWEN_SPECIAL_IDS
 VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = 3, 4, 5, 6
 SPECIAL_IDS = (VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD)
 
-_TEXT_BASE = dict(vocab_size=97, max_position_embeddings=512, rms_norm_eps=1e-6, rope_theta=1e6,
-                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
-_VISION_BASE = dict(patch_size=14, temporal_patch_size=2, spatial_merge_size=2, in_channels=3, hidden_act="silu",
-                    tokens_per_second=2)
+# the fields every tiny config shares (test_qlora builds its NF4-sized config on them)
+TEXT_BASE = dict(vocab_size=97, max_position_embeddings=512, rms_norm_eps=1e-6, rope_theta=1e6,
+                 bos_token_id=1, eos_token_id=2, pad_token_id=0)
+VISION_BASE = dict(patch_size=14, temporal_patch_size=2, spatial_merge_size=2, in_channels=3, hidden_act="silu",
+                   tokens_per_second=2)
 
 # name -> (text config, vision config, tie_word_embeddings). Each vision tower has window and
 # full-attention blocks (window 56 px = 2 merged tokens a side); head_dim 8 (mrope [1, 1, 2], a
@@ -65,9 +66,9 @@ def config_dict(name: str, *, qwen_ids: bool = False) -> dict:
     text, vision, tied = TINY_VL_CONFIGS[name]
     config = {
         "model_type": "qwen2_5_vl",
-        **_TEXT_BASE,
+        **TEXT_BASE,
         **text,
-        "vision_config": {**_VISION_BASE, **vision},
+        "vision_config": {**VISION_BASE, **vision},
         "tie_word_embeddings": tied,
         "vision_start_token_id": VISION_START,
         "vision_end_token_id": VISION_END,
