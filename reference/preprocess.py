@@ -35,7 +35,6 @@ IMAGE_STAGES = ("input", "rgb", "resized", "rescaled", "normalized")
 TORCHVISION_STAGES = ("input", "rgb", "resized", "rescaled", "rescaled_normalized", "normalized")
 BACKENDS = ("pil", "torchvision")
 RESCALE_FACTOR = 1 / 255
-OUTPUT_STAGES = ("pixel_values", "image_grid_thw")
 
 
 def rescale(image, factor=RESCALE_FACTOR):

@@ -1,10 +1,13 @@
 import os
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# the dev group must be installed; a test may skip only for lack of hardware, counted (see suite_rules)
+from suite_rules import (  # noqa: F401
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_runtest_makereport,
+    pytest_terminal_summary,
+)
 
 # Python's bytecode cache, also where PYTHONDONTWRITEBYTECODE is set: this process and the ~15
 # interpreters the subprocess checks start import torch, transformers and torchtune, and without the
@@ -12,11 +15,3 @@ if str(ROOT) not in sys.path:
 # transformers...modeling_qwen2_5_vl` uncached, 8.9 s cached). Nothing a test checks depends on it.
 sys.dont_write_bytecode = False
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-
-# the dev group must be installed; a test may skip only for lack of hardware, counted (see suite_rules)
-from suite_rules import (  # noqa: E402,F401
-    pytest_collection_modifyitems,
-    pytest_configure,
-    pytest_runtest_makereport,
-    pytest_terminal_summary,
-)

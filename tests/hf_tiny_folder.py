@@ -16,24 +16,16 @@ import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from checkpoint_folder import write_shards
-from hf_tiny_vl import config_dict, random_hf_model
+from hf_tiny_vl import QWEN_VOCAB, config_dict, random_hf_model
 from tiny_tokenizer import SPECIAL_IDS, tiny_vocab, write_tiny_tokenizer
 
-VOCAB = 151680
 MAX_PIXELS = 28 * 28 * 16  # at most 16 merged tokens per image: small prompts
 
 
 def folder_config() -> dict:
     """Released config.json layout (text fields at the top level), Qwen's special ids."""
-    config = config_dict("tied_gqa")
-    config.update(
-        vocab_size=VOCAB, bos_token_id=SPECIAL_IDS["<|endoftext|>"], eos_token_id=SPECIAL_IDS["<|im_end|>"],
-        pad_token_id=SPECIAL_IDS["<|endoftext|>"], vision_start_token_id=SPECIAL_IDS["<|vision_start|>"],
-        vision_end_token_id=SPECIAL_IDS["<|vision_end|>"], image_token_id=SPECIAL_IDS["<|image_pad|>"],
-        video_token_id=SPECIAL_IDS["<|video_pad|>"], torch_dtype="bfloat16", architectures=[
-            "Qwen2_5_VLForConditionalGeneration"],
-    )
-    return config
+    return {**config_dict("tied_gqa", qwen_ids=True), "torch_dtype": "bfloat16",
+            "architectures": ["Qwen2_5_VLForConditionalGeneration"]}
 
 
 def hf_folder_model(seed: int = 0) -> Qwen2_5_VLForConditionalGeneration:
@@ -42,7 +34,7 @@ def hf_folder_model(seed: int = 0) -> Qwen2_5_VLForConditionalGeneration:
     with torch.no_grad():
         # rows the tiny tokenizer has no token for are zero (tied: logit 0), so greedy decoding
         # picks ids the tokenizer can decode
-        unused = torch.ones(VOCAB, dtype=torch.bool)
+        unused = torch.ones(QWEN_VOCAB, dtype=torch.bool)
         unused[list(tiny_vocab()[0].values())] = False
         model.get_input_embeddings().weight[unused] = 0.0
     return model

@@ -1,20 +1,33 @@
-"""Tiny random HF ``Qwen2_5_VLForConditionalGeneration`` models and prompts for them (tests only).
+"""Tiny random HF ``Qwen2_5_VLForConditionalGeneration`` models, their port twins and prompts for them (tests only).
 
-Shared by the fused-model tests and the generation / training tests. The configs use a small
+Shared by the fused-model, generation, training, batching and recipe tests. The configs use a small
 vocabulary with the special ids inside it (vision start/end 3/4, image/video pads 5/6, HF config
-fields ``vision_start_token_id`` ... ``video_token_id``), float32, eager attention.
+fields ``vision_start_token_id`` ... ``video_token_id``), float32, eager attention; with
+``qwen_ids=True`` the vocabulary and special ids are Qwen's released ones instead, so that the tiny
+BPE tokenizer's ids (tests/tiny_tokenizer.py) reach the model.
+
+Caching: expensive builds are ``functools.cache`` on module-level builders (``hf_and_port``), one
+per test session and shared by the test files; a test leaves them as it found them (eval mode, no
+hooks, no KV caches, weights unchanged) and builds its own model (``hf_model``,
+``torch_port.load_hf_model``) to change one.
 """
+
+import functools
 
 import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+import torch_port
+from tiny_tokenizer import SPECIAL_IDS as QWEN_SPECIAL_IDS
+
 VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = 3, 4, 5, 6
 SPECIAL_IDS = (VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD)
 
-_TEXT_BASE = dict(vocab_size=97, max_position_embeddings=512, rms_norm_eps=1e-6, rope_theta=1e6,
-                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
-_VISION_BASE = dict(patch_size=14, temporal_patch_size=2, spatial_merge_size=2, in_channels=3, hidden_act="silu",
-                    tokens_per_second=2)
+# the fields every tiny config shares (test_qlora builds its NF4-sized config on them)
+TEXT_BASE = dict(vocab_size=97, max_position_embeddings=512, rms_norm_eps=1e-6, rope_theta=1e6,
+                 bos_token_id=1, eos_token_id=2, pad_token_id=0)
+VISION_BASE = dict(patch_size=14, temporal_patch_size=2, spatial_merge_size=2, in_channels=3, hidden_act="silu",
+                   tokens_per_second=2)
 
 # name -> (text config, vision config, tie_word_embeddings). Each vision tower has window and
 # full-attention blocks (window 56 px = 2 merged tokens a side); head_dim 8 (mrope [1, 1, 2], a
@@ -44,20 +57,47 @@ TINY_VL_CONFIGS = {
 }
 
 
-def config_dict(name: str) -> dict:
-    """The released ``config.json`` layout of a tiny config (text fields at the top level)."""
+QWEN_VOCAB = 151680  # past the last Qwen special id (151664), so the tiny tokenizer's ids fit
+
+
+def config_dict(name: str, *, qwen_ids: bool = False) -> dict:
+    """The released ``config.json`` layout of a tiny config (text fields at the top level);
+    ``qwen_ids``: Qwen's vocabulary size and special ids (``qwen_ids_overlay``)."""
     text, vision, tied = TINY_VL_CONFIGS[name]
-    return {
+    config = {
         "model_type": "qwen2_5_vl",
-        **_TEXT_BASE,
+        **TEXT_BASE,
         **text,
-        "vision_config": {**_VISION_BASE, **vision},
+        "vision_config": {**VISION_BASE, **vision},
         "tie_word_embeddings": tied,
         "vision_start_token_id": VISION_START,
         "vision_end_token_id": VISION_END,
         "image_token_id": IMAGE_PAD,
         "video_token_id": VIDEO_PAD,
     }
+    return {**config, **qwen_ids_overlay()} if qwen_ids else config
+
+
+def qwen_ids_overlay() -> dict:
+    """The config fields that give a tiny config Qwen's vocabulary size and special ids."""
+    return dict(vocab_size=QWEN_VOCAB, bos_token_id=QWEN_SPECIAL_IDS["<|endoftext|>"],
+                eos_token_id=QWEN_SPECIAL_IDS["<|im_end|>"], pad_token_id=QWEN_SPECIAL_IDS["<|endoftext|>"],
+                vision_start_token_id=QWEN_SPECIAL_IDS["<|vision_start|>"],
+                vision_end_token_id=QWEN_SPECIAL_IDS["<|vision_end|>"],
+                image_token_id=QWEN_SPECIAL_IDS["<|image_pad|>"], video_token_id=QWEN_SPECIAL_IDS["<|video_pad|>"])
+
+
+def hf_and_port(name: str, *, qwen_ids: bool = False):
+    """(HF model, port model loaded from its transformers-5 state_dict) of ``config_dict(name,
+    qwen_ids=...)``, built once per test session: do not change them (see the module's docstring)."""
+    return _hf_and_port(name, bool(qwen_ids))
+
+
+@functools.cache
+def _hf_and_port(name: str, qwen_ids: bool):  # one cache key per model, however the caller spells the flag
+    config = config_dict(name, qwen_ids=qwen_ids)
+    hf = random_hf_model(config)
+    return hf, torch_port.load_hf_model(config, hf.state_dict())
 
 
 def hf_model(name: str, seed: int = 0) -> Qwen2_5_VLForConditionalGeneration:

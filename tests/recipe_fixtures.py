@@ -6,6 +6,7 @@ Used by tests/test_recipes.py (single-device stock recipes) and tests/test_distr
 (``shared_recipe_folder``, ``full_single_device_run``): both test files compare against them.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -20,7 +21,6 @@ from tiny_tokenizer import SPECIAL_IDS, hf_tiny_tokenizer, write_tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-VOCAB = 151680  # past the last Qwen special id (151664), so the transform's real ids fit
 MIXED_JSON = "train_mixed.json"  # next to train.json: image, text-only, image, text-only
 TEXT_ONLY = {"conversations": [{"from": "human", "value": "Say something."},
                                {"from": "gpt", "value": "A dog and a red cat."}]}
@@ -30,14 +30,9 @@ ANSWERS = ["A red square.", "A cat and a dog."]
 
 
 def tiny_hf_config(name: str) -> dict:
-    """hf_tiny_vl's config ``name`` with Qwen's real vocabulary size and special ids."""
-    config = config_dict(name)
-    config.update(vocab_size=VOCAB, bos_token_id=SPECIAL_IDS["<|endoftext|>"],
-                  eos_token_id=SPECIAL_IDS["<|im_end|>"], pad_token_id=SPECIAL_IDS["<|endoftext|>"],
-                  vision_start_token_id=SPECIAL_IDS["<|vision_start|>"],
-                  vision_end_token_id=SPECIAL_IDS["<|vision_end|>"],
-                  image_token_id=SPECIAL_IDS["<|image_pad|>"], video_token_id=SPECIAL_IDS["<|video_pad|>"])
-    return config
+    """hf_tiny_vl's config ``name`` with Qwen's real vocabulary size and special ids (a name of its
+    own: tests/test_qlora.py swaps it for a config with an NF4-sized decoder)."""
+    return config_dict(name, qwen_ids=True)
 
 
 def write_recipe_folder(root: Path):
@@ -68,32 +63,37 @@ def write_recipe_folder(root: Path):
     return folder, data / "train.json", data
 
 
-_SESSION: dict = {}
-
-
 def shared_recipe_folder(tmp_path_factory):
     """``write_recipe_folder`` once per session (test_recipes and test_distributed share it)."""
-    if "folder" not in _SESSION:
-        _SESSION["folder"] = write_recipe_folder(tmp_path_factory.mktemp("recipe_folder"))
-    return _SESSION["folder"]
+    return _recipe_folder(tmp_path_factory.getbasetemp())
+
+
+@functools.cache
+def _recipe_folder(basetemp: Path):  # cached on the session's temporary root: once per session
+    root = basetemp / "shared_recipe_folder"
+    root.mkdir()
+    return write_recipe_folder(root)
 
 
 def full_single_device_run(tmp_path_factory, data_json: str = "train.json"):
     """The stock ``full_finetune_single_device`` in this process on the shared folder, the 3B full
     config with ``recipe_overrides`` (batch 2, 2 steps), once per session and dataset file:
     (recipe, output folder, logged losses)."""
-    key = ("full", data_json)
-    if key not in _SESSION:
-        folder, _, data_dir = shared_recipe_folder(tmp_path_factory)
-        out = tmp_path_factory.mktemp("full_single")
-        cfg = parse_recipe_config(CONFIGS / "qwen2_5_vl_3b_full.yaml", recipe_overrides(
-            folder, data_dir / data_json, data_dir, out, model_component="torch_port.qwen2_5_vl_from_hf_config"))
-        recipe = stock_recipe_class("full_finetune_single_device", "FullFinetuneRecipeSingleDevice")(cfg=cfg)
-        recipe.setup(cfg=cfg)
-        recipe.train()
-        recipe.cleanup()
-        _SESSION[key] = (recipe, out, logged_losses(out / "logs"))
-    return _SESSION[key]
+    return _full_single_device_run(tmp_path_factory.getbasetemp(), data_json)
+
+
+@functools.cache
+def _full_single_device_run(basetemp: Path, data_json: str):
+    folder, _, data_dir = _recipe_folder(basetemp)
+    out = basetemp / f"full_single_{Path(data_json).stem}"
+    out.mkdir()
+    cfg = parse_recipe_config(CONFIGS / "qwen2_5_vl_3b_full.yaml", recipe_overrides(
+        folder, data_dir / data_json, data_dir, out, model_component="torch_port.qwen2_5_vl_from_hf_config"))
+    recipe = stock_recipe_class("full_finetune_single_device", "FullFinetuneRecipeSingleDevice")(cfg=cfg)
+    recipe.setup(cfg=cfg)
+    recipe.train()
+    recipe.cleanup()
+    return recipe, out, logged_losses(out / "logs")
 
 
 def tune_run(args: list, log: Path, timeout: int = 300) -> None:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-import recipe_fixtures as rf  # noqa: E402
-from goldenlib.tolerances import DISTRIBUTED_LOSS_VS_SINGLE_BOUND  # noqa: E402
+import recipe_fixtures as rf
+from goldenlib.tolerances import DISTRIBUTED_LOSS_VS_SINGLE_BOUND
 
 pytestmark = pytest.mark.slow
 

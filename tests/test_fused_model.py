@@ -10,34 +10,25 @@ padded rows are garbage on both sides.
 """
 
 import copy
-import functools
 import warnings
 
 import pytest
 import torch
 
-
-import torch_port  # noqa: E402
-from torch_port._hf_config import vision_encoder_kwargs  # noqa: E402
-from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, rel_error  # noqa: E402
-from hf_tiny_vl import (  # noqa: E402
+import torch_port
+from torch_port._hf_config import vision_encoder_kwargs
+from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, rel_error
+from hf_tiny_vl import (
     IMAGE_PAD,
     TINY_VL_CONFIGS,
     VIDEO_PAD,
     config_dict,
-    hf_model,
+    hf_and_port,
     pixel_values,
     text_ids,
     token_types,
     vision_run,
 )
-
-
-@functools.cache
-def models(name):
-    """(HF model, port model loaded from its transformers-5 state_dict)."""
-    hf = hf_model(name)
-    return hf, torch_port.load_hf_model(config_dict(name), hf.state_dict())
 
 
 def _prompt(kind, seed=0):
@@ -90,7 +81,7 @@ def _hf_kwargs(ids, ig, vg, ipv, vpv):
 @pytest.mark.parametrize("name", sorted(TINY_VL_CONFIGS))
 @pytest.mark.parametrize("kind", ["text", "one_image", "two_images", "image_video"])
 def test_logits_match_hf(name, kind):
-    hf, model = models(name)
+    hf, model = hf_and_port(name)
     ids, ig, vg, ipv, vpv = _prompt(kind)
     pos = _positions(ids, ig, vg)
     with torch.no_grad():
@@ -106,7 +97,7 @@ def test_logits_match_hf(name, kind):
 
 @pytest.mark.parametrize("name", sorted(TINY_VL_CONFIGS))
 def test_padded_batch_matches_hf(name):
-    hf, model = models(name)
+    hf, model = hf_and_port(name)
     g = torch.Generator().manual_seed(3)
     grids = torch.tensor([[1, 4, 6], [1, 2, 4]])
     rows = [text_ids(3, g) + vision_run([1, 4, 6]) + text_ids(4, g),
@@ -133,7 +124,7 @@ def test_padded_batch_matches_hf(name):
 
 
 def test_every_parameter_trainable_and_one_tower():
-    _, model = models("tied_gqa")
+    _, model = hf_and_port("tied_gqa")
     assert all(p.requires_grad for p in model.parameters())
     keys = list(model.state_dict())
     assert any(k.startswith("encoders.image.") for k in keys)
@@ -142,7 +133,7 @@ def test_every_parameter_trainable_and_one_tower():
 
 
 def test_forward_contract_errors():
-    _, model = models("untied_mha")
+    _, model = hf_and_port("untied_mha")
     ids, ig, vg, ipv, vpv = _prompt("image_video")
     pos = _positions(ids, ig, vg)
     n_image, n_video = int((ids == IMAGE_PAD).sum()), int((ids == VIDEO_PAD).sum())
@@ -207,7 +198,7 @@ def _released_layout(sd):
 
 @pytest.mark.parametrize("name", sorted(TINY_VL_CONFIGS))
 def test_conversion_round_trip_both_layouts(name):
-    hf, model = models(name)
+    hf, model = hf_and_port(name)
     v5 = hf.state_dict()
     tied = config_dict(name)["tie_word_embeddings"]
     released = _released_layout(v5)
@@ -226,7 +217,7 @@ def test_conversion_round_trip_both_layouts(name):
 
 
 def test_conversion_unknown_keys_named():
-    hf, model = models("untied_mha")
+    hf, model = hf_and_port("untied_mha")
     sd = dict(hf.state_dict())
     sd["model.language_model.layers.0.self_attn.extra.weight"] = torch.zeros(1)
     sd["something.else"] = torch.zeros(1)
@@ -238,7 +229,7 @@ def test_conversion_unknown_keys_named():
 
 @pytest.mark.parametrize("name", ["tied_gqa", "untied_gqa_hd8"])
 def test_load_hf_model_transformers5_config_layout(name):
-    hf, model = models(name)
+    hf, model = hf_and_port(name)
     v5_config = hf.config.to_dict()
     assert "text_config" in v5_config
     loaded = torch_port.load_hf_model(v5_config, _released_layout(hf.state_dict()))
@@ -251,7 +242,7 @@ def test_load_hf_model_transformers5_config_layout(name):
 
 
 def test_load_hf_model_faults_named():
-    hf, _ = models("tied_gqa")
+    hf, _ = hf_and_port("tied_gqa")
     config = config_dict("tied_gqa")
     sd = _released_layout(hf.state_dict())
     bad = {k: v for k, v in sd.items() if k != "model.layers.1.mlp.up_proj.weight"}
@@ -283,7 +274,7 @@ def test_load_hf_model_faults_named():
 def test_recipe_style_call_and_freezing():
     """torchtune recipes call ``model(**batch)`` with tokens, mask, encoder_input, input_pos (and
     may pass more, e.g. encoder_mask): accepted as EarlyFusionModel does; the same logits."""
-    hf, model = models("untied_mha")
+    hf, model = hf_and_port("untied_mha")
     ids, ig, vg, ipv, vpv = _prompt("one_image")
     pos = _positions(ids, ig, vg)
     s = ids.shape[1]
@@ -308,7 +299,7 @@ def test_recipe_style_call_and_freezing():
 
 
 def test_load_hf_model_bfloat16():
-    hf, model = models("tied_gqa")
+    hf, model = hf_and_port("tied_gqa")
     low = torch_port.load_hf_model(config_dict("tied_gqa"), hf.state_dict(), dtype=torch.bfloat16)
     assert {p.dtype for p in low.parameters()} == {torch.bfloat16}
     rope = low.decoder.layers[0].attn.pos_embeddings
@@ -324,7 +315,7 @@ def test_bfloat16_forward_warns_nothing_and_norms_round_as_hf():
     """torchtune's RMSNorm fed float32 activations to ``F.rms_norm`` with a bfloat16 scale ("Mismatch
     dtype between input and weight") and kept the product in float32; the decoder's norms now round as
     HF's ``Qwen2_5_VLRMSNorm``: normalise in float32, cast back, multiply by the weight in bfloat16."""
-    hf, _ = models("tied_gqa")
+    hf, _ = hf_and_port("tied_gqa")
     low = torch_port.load_hf_model(config_dict("tied_gqa"), hf.state_dict(), dtype=torch.bfloat16)
     ids, ig, vg, ipv, vpv = _prompt("image_video")
     with warnings.catch_warnings(record=True) as caught, torch.no_grad():

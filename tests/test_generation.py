@@ -1,19 +1,14 @@
 """torch_port.generate (greedy, torchtune KV caches, HF's rope deltas) against HF's
 ``generate(do_sample=False)`` on tiny random Qwen2.5-VL models: the generated ids must be equal."""
 
-import functools
-import sys
-
 import pytest
 import torch
 
-
-import torch_port  # noqa: E402
-from hf_tiny_vl import (  # noqa: E402
+import torch_port
+from hf_tiny_vl import (
     TINY_VL_CONFIGS,
     VIDEO_PAD,
-    config_dict,
-    hf_model,
+    hf_and_port,
     pixel_values,
     text_ids,
     token_types,
@@ -22,12 +17,6 @@ from hf_tiny_vl import (  # noqa: E402
 
 EOS = 2  # the tiny configs' eos_token_id, HF's default stop token there
 SECONDS = torch.tensor([1.5])  # second_per_grid_ts of the video (both sides get it)
-
-
-@functools.cache
-def models(name):
-    hf = hf_model(name)
-    return hf, torch_port.load_hf_model(config_dict(name), hf.state_dict())
 
 
 def _image_prompt(seed=0, grids=((1, 4, 6),)):
@@ -46,7 +35,7 @@ def _hf_generate(hf, ids, n=8, **kw):
 
 @pytest.mark.parametrize("name", sorted(TINY_VL_CONFIGS))
 def test_greedy_image_prompt_matches_hf(name):
-    hf, model = models(name)
+    hf, model = hf_and_port(name)
     ids, grid, pv = _image_prompt()
     with torch.no_grad():
         expected = _hf_generate(hf, ids, pixel_values=pv, image_grid_thw=grid)
@@ -59,7 +48,7 @@ def test_greedy_image_prompt_matches_hf(name):
 
 @pytest.mark.slow
 def test_batch_of_two_images_matches_hf():
-    hf, model = models("untied_mha")
+    hf, model = hf_and_port("untied_mha")
     ids, grid, pv = _image_prompt(seed=1, grids=((1, 4, 6), (1, 6, 4)))
     with torch.no_grad():
         expected = _hf_generate(hf, ids, pixel_values=pv, image_grid_thw=grid)
@@ -70,7 +59,7 @@ def test_batch_of_two_images_matches_hf():
 
 @pytest.mark.parametrize("name", ["tied_gqa", "untied_gqa_hd8"])
 def test_greedy_video_prompt_matches_hf(name):
-    hf, model = models(name)
+    hf, model = hf_and_port(name)
     g = torch.Generator().manual_seed(2)
     vgrid = torch.tensor([[4, 4, 4]])
     ids = torch.tensor([text_ids(3, g) + vision_run(vgrid[0].tolist(), pad=VIDEO_PAD) + text_ids(2, g)])
@@ -84,7 +73,7 @@ def test_greedy_video_prompt_matches_hf(name):
 
 
 def test_stop_token_ends_generation_as_hf():
-    hf, model = models("untied_gqa_hd8")
+    hf, model = hf_and_port("untied_gqa_hd8")
     ids, grid, pv = _image_prompt(seed=3)
     enc = {"image": {"pixel_values": pv, "grid_thw": grid}}
     free = torch_port.generate(model, ids, encoder_input=enc, max_new_tokens=8)  # no stop tokens
@@ -98,7 +87,7 @@ def test_stop_token_ends_generation_as_hf():
 
 
 def test_model_reusable_after_generate():
-    _, model = models("tied_gqa")
+    _, model = hf_and_port("tied_gqa")
     ids, grid, pv = _image_prompt(seed=4)
     enc = {"image": {"pixel_values": pv, "grid_thw": grid}}
     pos = torch_port.qwen2_5_vl_rope_index(ids, token_types(ids), grid)[0]
@@ -114,7 +103,7 @@ def test_model_reusable_after_generate():
 
 
 def test_bad_arguments_named():
-    _, model = models("tied_gqa")
+    _, model = hf_and_port("tied_gqa")
     ids, grid, pv = _image_prompt()
     enc = {"image": {"pixel_values": pv, "grid_thw": grid}}
     with pytest.raises(ValueError, match="max_new_tokens must be a positive int, got 0"):
@@ -147,7 +136,7 @@ def _torchtune_sampled(hf, ids, n, enc_hf, temperature, top_k, seed):
 
 @pytest.mark.parametrize("temperature, top_k", [(1.0, None), (0.7, 5)])
 def test_sampling_matches_torchtune_sample_on_hf_logits(temperature, top_k):
-    hf, model = models("untied_gqa_hd8")
+    hf, model = hf_and_port("untied_gqa_hd8")
     ids, grid, pv = _image_prompt(seed=5, grids=((1, 4, 6), (1, 6, 4)))
     expected = _torchtune_sampled(hf, ids, 6, {"pixel_values": pv, "image_grid_thw": grid}, temperature, top_k, 11)
     got = torch_port.generate(model, ids, encoder_input={"image": {"pixel_values": pv, "grid_thw": grid}},
@@ -162,7 +151,7 @@ def test_sampling_matches_torchtune_sample_on_hf_logits(temperature, top_k):
 
 
 def test_temperature_zero_is_hf_greedy_and_top_k_one_is_argmax():
-    hf, model = models("tied_gqa")
+    hf, model = hf_and_port("tied_gqa")
     ids, grid, pv = _image_prompt(seed=6)
     enc = {"image": {"pixel_values": pv, "grid_thw": grid}}
     with torch.no_grad():
@@ -175,7 +164,7 @@ def test_temperature_zero_is_hf_greedy_and_top_k_one_is_argmax():
 
 
 def test_bad_sampling_arguments_named():
-    _, model = models("tied_gqa")
+    _, model = hf_and_port("tied_gqa")
     ids, grid, pv = _image_prompt()
     enc = {"image": {"pixel_values": pv, "grid_thw": grid}}
     for kwargs, message in [({"temperature": -0.5}, "temperature must be a finite number >= 0 .* got -0.5"),
@@ -196,6 +185,7 @@ def test_generation_config_command_prints_hf_greedy_answer(tmp_path):
     HF folder (tests/hf_tiny_folder.py, plus the tokenizer.json a released folder has), at temperature 0:
     the printed ids are HF's greedy ``generate`` on the same prompt, the printed answer their decoding."""
     import subprocess
+    import sys
     from pathlib import Path
 
     import PIL.Image

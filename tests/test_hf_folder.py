@@ -10,14 +10,12 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from torchtune.data import Message
+from transformers import Qwen2_5_VLForConditionalGeneration
 
-
-from torchtune.data import Message  # noqa: E402
-from transformers import Qwen2_5_VLForConditionalGeneration  # noqa: E402
-
-import torch_port  # noqa: E402
-from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, rel_error  # noqa: E402
-from hf_tiny_folder import hf_weights, write_hf_folder  # noqa: E402
+import torch_port
+from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, rel_error
+from hf_tiny_folder import hf_weights, write_hf_folder
 
 
 @pytest.fixture(scope="module")

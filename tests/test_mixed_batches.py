@@ -9,22 +9,14 @@ decoder's gradients and gives the tower zero gradients; image + video in one cal
 logits; the dataset passes text-only rows through and the collate batches them with image rows.
 """
 
-import functools
 import json
 
-import pytest
 import torch
 from torchtune.data import Message
 
 import torch_port
 from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, rel_error
-from hf_tiny_vl import VIDEO_PAD, config_dict, hf_model, pixel_values, text_ids, token_types, vision_run
-
-
-@functools.cache
-def _models(name="tied_gqa"):
-    hf = hf_model(name)
-    return hf, torch_port.load_hf_model(config_dict(name), hf.state_dict())
+from hf_tiny_vl import VIDEO_PAD, config_dict, hf_and_port, pixel_values, text_ids, token_types, vision_run
 
 
 def _tower_calls(model):
@@ -44,7 +36,7 @@ def _grads(model, tokens, **kwargs):
 def test_text_only_batch_in_one_process_skips_the_tower_as_hf():
     """One process: a text-only batch leaves the tower out of the graph (gradients None, as HF's),
     so the optimizer does not step it; train and eval alike."""
-    model = torch_port.load_hf_model(config_dict("tied_gqa"), _models()[0].state_dict())  # its own hooks
+    model = torch_port.load_hf_model(config_dict("tied_gqa"), hf_and_port("tied_gqa")[0].state_dict())  # its own hooks
     calls = _tower_calls(model)
     tokens = torch.tensor([text_ids(9, torch.Generator().manual_seed(0))])
     for train in (False, True):
@@ -56,7 +48,7 @@ def test_text_only_batch_in_one_process_skips_the_tower_as_hf():
 def test_text_only_batch_with_the_dummy_pass_runs_the_tower_with_weight_zero():
     """The dummy pass (on by default under a process group of several ranks, forced here):
     one tower call, logits and decoder gradients bit-equal to the run without it, tower gradients zero."""
-    model = torch_port.load_hf_model(config_dict("tied_gqa"), _models()[0].state_dict())  # its own hooks
+    model = torch_port.load_hf_model(config_dict("tied_gqa"), hf_and_port("tied_gqa")[0].state_dict())  # its own hooks
     calls = _tower_calls(model)
     tokens = torch.tensor([text_ids(9, torch.Generator().manual_seed(0))])
     model.train()
@@ -74,7 +66,8 @@ def test_text_only_batch_with_the_dummy_pass_runs_the_tower_with_weight_zero():
 
 
 def test_one_tower_call_for_image_and_video_equals_hf():
-    hf, model = _models("untied_gqa_hd8")
+    hf, _ = hf_and_port("untied_gqa_hd8")
+    model = torch_port.load_hf_model(config_dict("untied_gqa_hd8"), hf.state_dict())  # its own hooks
     calls = _tower_calls(model)
     g = torch.Generator().manual_seed(1)
     ig, vg = torch.tensor([[1, 4, 6]]), torch.tensor([[2, 4, 4]])

@@ -17,15 +17,14 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, Message
+from torchtune.models.qwen2_5._tokenizer import Qwen2_5Tokenizer
+from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, Qwen2VLVideoProcessor
 
-
-from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, Message  # noqa: E402
-from torchtune.models.qwen2_5._tokenizer import Qwen2_5Tokenizer  # noqa: E402
-from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, Qwen2VLVideoProcessor  # noqa: E402
-
-import torch_port  # noqa: E402
-from hf_chat import CHAT_TEMPLATE, hf_rope_index  # noqa: E402
-from tiny_tokenizer import SPECIAL_IDS, hf_tiny_tokenizer, write_tiny_tokenizer  # noqa: E402
+import torch_port
+from hf_chat import CHAT_TEMPLATE, hf_rope_index
+from hf_tiny_vl import hf_and_port
+from tiny_tokenizer import SPECIAL_IDS, hf_tiny_tokenizer, write_tiny_tokenizer
 
 MIN_PIXELS, MAX_PIXELS = 56 * 56, 112 * 112  # small images: 4..16 merged tokens each
 VIDEO_MAX_PIXELS = 84 * 84  # frames of at most 3x3 merged tokens
@@ -376,36 +375,14 @@ def test_bad_collate_input(transform):
 # ----------------------------------------------------------------------------- into the model
 
 
-@pytest.fixture(scope="module")
-def models():
-    """A tiny random HF model (tests/hf_tiny_vl.py's tied GQA config) with Qwen's vocabulary size and
-    special ids, so the tiny tokenizer's ids reach it, and the fused model loaded from its weights."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    from hf_tiny_vl import config_dict
-
-    config = {**config_dict("tied_gqa"), "vocab_size": 151680, "vision_start_token_id": START_ID,
-              "vision_end_token_id": END_ID, "image_token_id": IMAGE_ID, "video_token_id": VIDEO_ID,
-              "bos_token_id": None, "eos_token_id": EOS_ID, "pad_token_id": PAD_ID}
-    torch.manual_seed(0)
-    hf_config = Qwen2_5_VLConfig(**config)
-    hf_config._attn_implementation = "eager"
-    hf = Qwen2_5_VLForConditionalGeneration(hf_config).float().eval()
-    with torch.no_grad():  # weights away from HF's 0.02 init, as hf_tiny_vl does, so logits differ
-        for name, p in hf.named_parameters():
-            p.copy_(1.0 + 0.1 * torch.randn_like(p) if "norm" in name or "ln_q" in name
-                    else torch.randn_like(p) * (0.1 if p.ndim == 1 else 0.2))
-    return hf, torch_port.load_hf_model(config, hf.state_dict()).eval()
-
-
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_collated_batch_trains_the_fused_model_like_hf(transform, models, side):
+def test_collated_batch_trains_the_fused_model_like_hf(transform, side):
     """The recipe's step on a collated batch: labels popped, ``model(**batch)``, torchtune's shifted
     cross-entropy. HF gets the same ids, pixel values, grids and attention mask (it computes its own
     positions) and its own loss on the same labels: logits and loss within the fused-model bound."""
     from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, rel_error
 
-    hf, fused = models
+    hf, fused = hf_and_port("tied_gqa", qwen_ids=True)  # Qwen's special ids: the tiny tokenizer's ids reach it
     samples = [
         transform({"messages": [Message("user", [{"type": "image", "content": image(13, 60, 84)},
                                                  {"type": "text", "content": " What is"}], masked=True),

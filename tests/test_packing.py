@@ -34,7 +34,7 @@ from goldenlib.tolerances import (
     PACKED_VS_UNPACKED_LOSS_BOUND,
     rel_error,
 )
-from hf_tiny_vl import VIDEO_PAD, config_dict, hf_model, pixel_values, text_ids, token_types, vision_run
+from hf_tiny_vl import VIDEO_PAD, config_dict, hf_and_port, pixel_values, text_ids, token_types, vision_run
 from torch_port._packing import best_fit_packs, pack_samples
 
 CONFIG = "untied_gqa_hd8"
@@ -76,13 +76,8 @@ def _cast(sample, dtype):
     return {**sample, "encoder_input": enc}
 
 
-@functools.cache
-def _hf():
-    return hf_model(CONFIG)
-
-
 def _model(dtype):
-    return torch_port.load_hf_model(config_dict(CONFIG), _hf().state_dict(), dtype=dtype)
+    return torch_port.load_hf_model(config_dict(CONFIG), hf_and_port(CONFIG)[0].state_dict(), dtype=dtype)
 
 
 def _collate(samples):
@@ -213,7 +208,7 @@ def test_port_packed_logits_equal_hf_packed_mode():
     text = torch.cat([torch.arange(n) for n in pack["seq_lens"].tolist()])
     ids = pack["tokens"][None]
     with torch.no_grad():
-        expected = _hf()(input_ids=ids, position_ids=torch.cat([text[None], pack["input_pos"]])[:, None],
+        expected = hf_and_port(CONFIG)[0](input_ids=ids, position_ids=torch.cat([text[None], pack["input_pos"]])[:, None],
                          mm_token_type_ids=token_types(ids), use_cache=False,
                          pixel_values=enc["image"]["pixel_values"], image_grid_thw=enc["image"]["grid_thw"],
                          pixel_values_videos=enc["video"]["pixel_values"], video_grid_thw=enc["video"]["grid_thw"],

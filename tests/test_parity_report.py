@@ -27,12 +27,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from goldenlib.cases import TV_IMAGE_CASES, VIDEO_CASES
 from goldenlib.tolerances import DRIFT_BOUNDS, SEED_FLOAT_RESIZE_MAX_BAND, SEED_FLOAT_RESIZE_MEAN_BAND
 from helpers import case_of
-from parity.cases import SCENARIOS, scenario_case
+from parity import variants as parity_variants
+from parity.cases import SCENARIOS, backend_twin, scenario_case
 from parity.implementations import PortImplementation
-from parity.report import Session, attribution_lines, build_runs, image_rows, report_markdown
+from parity.report import BACKEND_DIFFERENCE, Run, Session, attribution_lines, build_runs, image_rows, report_markdown
 from parity.stages import first_failure
+from parity.video import video_rows, video_transform
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_CASE_SAMPLE = ["photo_astronaut", "photo_chelsea", "checkerboard", "gray", "rgba", "two_images",
@@ -207,12 +210,6 @@ def test_report_markdown_lists_notes():
 
 
 # ------------------------------------------------------------------ torchvision backend and video (issue 14)
-
-from goldenlib.cases import TV_IMAGE_CASES, VIDEO_CASES  # noqa: E402
-from parity import variants as parity_variants  # noqa: E402
-from parity.cases import backend_twin  # noqa: E402
-from parity.report import BACKEND_DIFFERENCE, Run  # noqa: E402
-from parity.video import video_rows, video_transform  # noqa: E402
 
 TV_PHOTO_PAIRS = [("photo_astronaut", "tv_photo_astronaut"), ("photo_chelsea", "tv_photo_chelsea"),
                   ("photo_coffee", "tv_photo_coffee"), ("photo_rocket", "tv_photo_rocket")]

@@ -8,20 +8,19 @@ and the processor's own placeholder replacement (`get_text_with_replacements`, `
 
 from __future__ import annotations
 
+import functools
 import re
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
+from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as hf
+from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 
 import reference
 from goldenlib.tolerances import MROPE_REFERENCE_FLOAT32_VS_HF_BOUND, rel_error
-
-import transformers
-from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel  # noqa: E402
-from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as hf  # noqa: E402
-from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor  # noqa: E402
 
 IMAGE, VIDEO = 151655, 151656  # the released checkpoints' <|image_pad|>, <|video_pad|>
 
@@ -36,8 +35,8 @@ def tiny_config(head_dim=32, mrope_section=(4, 6, 6), tokens_per_second=2):
                            tokens_per_second=tokens_per_second))
 
 
-@pytest.fixture(scope="module")
-def hf_model():
+@functools.cache
+def rope_model():
     with torch.device("meta"):  # get_rope_index reads the config only: no weights needed
         return Qwen2_5_VLModel(tiny_config())
 
@@ -143,52 +142,52 @@ def one(pairs):
 # ---------------------------------------------------------------- named layouts
 
 
-def test_text_only(hf_model):
+def test_text_only():
     rng = np.random.default_rng(0)
     ids, types = one(expanded([placeholder_row([7], rng)]))
-    assert_same_as_hf(hf_model, ids, types)
+    assert_same_as_hf(rope_model(), ids, types)
 
 
-def test_text_and_one_image(hf_model):
+def test_text_and_one_image():
     rng = np.random.default_rng(1)
     grid = [[1, 6, 4]]
     ids, types = one(expanded([placeholder_row([3, "image", 4], rng)], grid))
-    assert_same_as_hf(hf_model, ids, types, grid)
+    assert_same_as_hf(rope_model(), ids, types, grid)
 
 
-def test_two_images_of_different_grids(hf_model):
+def test_two_images_of_different_grids():
     rng = np.random.default_rng(2)
     grid = [[1, 4, 8], [1, 10, 2]]
     ids, types = one(expanded([placeholder_row([2, "image", 3, "image", 2], rng)], grid))
-    assert_same_as_hf(hf_model, ids, types, grid)
+    assert_same_as_hf(rope_model(), ids, types, grid)
 
 
 @pytest.mark.parametrize("seconds", [np.array([0.5], np.float32), np.array([1 / 3], np.float64), [0.7]],
                          ids=["float32", "float64", "list"])
-def test_image_and_video_with_fractional_seconds(hf_model, seconds):
+def test_image_and_video_with_fractional_seconds(seconds):
     rng = np.random.default_rng(3)
     image, video = [[1, 4, 4]], [[4, 6, 4]]
     ids, types = one(expanded([placeholder_row([2, "image", 2, "video", 3], rng)], image, video))
-    assert_same_as_hf(hf_model, ids, types, image, video, seconds)
+    assert_same_as_hf(rope_model(), ids, types, image, video, seconds)
 
 
-def test_video_only_t3_text_after_uses_spatial_extent(hf_model):
+def test_video_only_t3_text_after_uses_spatial_extent():
     rng = np.random.default_rng(4)
     video = [[3, 4, 4]]
     ids, types = one(expanded([placeholder_row([2, "video", 2], rng)], video_grid=video))
-    pos, delta = assert_same_as_hf(hf_model, ids, types, video_grid=video)
+    pos, delta = assert_same_as_hf(rope_model(), ids, types, video_grid=video)
     # the two text tokens after the video (whatever HF put there: checked above) follow the 5.x rule
     assert pos[:, 0, -2:].tolist() == [[4, 5]] * 3
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_padded_batch_of_two(hf_model, side):
+def test_padded_batch_of_two(side):
     rng = np.random.default_rng(5)
     image, video = [[1, 4, 6], [1, 2, 2]], [[2, 4, 4]]
     pairs = expanded([placeholder_row([2, "image", 5], rng), placeholder_row([1, "video", 1, "image", 2], rng)],
                      image, video)
     ids, types, mask = pad(pairs, side, extra=2)
-    pos, _ = assert_same_as_hf(hf_model, ids, types, image, video, np.array([1.5], np.float32), mask)
+    pos, _ = assert_same_as_hf(rope_model(), ids, types, image, video, np.array([1.5], np.float32), mask)
     assert (pos[:, mask == 0] == 0).all()  # HF leaves padded slots at 0 (asserted equal to HF above)
 
 
@@ -217,7 +216,7 @@ def random_case(rng):
     return rows, image or None, video or None, seconds
 
 
-def test_random_layouts_equal_hf(hf_model):
+def test_random_layouts_equal_hf():
     rng = np.random.default_rng(12)
     for case in range(200):
         rows, image, video, seconds = random_case(rng)
@@ -225,13 +224,13 @@ def test_random_layouts_equal_hf(hf_model):
         side = ["left", "right", None][case % 3]
         if side is None and len({len(ids) for ids, _ in pairs}) == 1:
             ids, types = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-            assert_same_as_hf(hf_model, ids, types, image, video, seconds)
+            assert_same_as_hf(rope_model(), ids, types, image, video, seconds)
         else:
             ids, types, mask = pad(pairs, side or "right", extra=int(rng.integers(0, 3)))
-            assert_same_as_hf(hf_model, ids, types, image, video, seconds, mask)
+            assert_same_as_hf(rope_model(), ids, types, image, video, seconds, mask)
 
 
-def test_time_positions_follow_the_seconds_dtype(hf_model):
+def test_time_positions_follow_the_seconds_dtype():
     """A value whose float32 and float64 products truncate differently: each form matches HF's."""
     k, interval = np.arange(1, 16), None
     for s in np.arange(1, 3000) / 1000:
@@ -243,15 +242,15 @@ def test_time_positions_follow_the_seconds_dtype(hf_model):
     assert interval is not None
     video = [[16, 2, 2]]
     ids, types = one(expanded([placeholder_row([1, "video", 1], np.random.default_rng(6))], video_grid=video))
-    f32_pos, _ = assert_same_as_hf(hf_model, ids, types, video_grid=video, seconds=np.array([interval], np.float32))
-    f64_pos, _ = assert_same_as_hf(hf_model, ids, types, video_grid=video, seconds=np.array([interval], np.float64))
+    f32_pos, _ = assert_same_as_hf(rope_model(), ids, types, video_grid=video, seconds=np.array([interval], np.float32))
+    f64_pos, _ = assert_same_as_hf(rope_model(), ids, types, video_grid=video, seconds=np.array([interval], np.float64))
     assert (f32_pos != f64_pos).any()
 
 
 # ---------------------------------------------------------------- bad input
 
 
-def test_bad_inputs_raise_clear_errors(hf_model):
+def test_bad_inputs_raise_clear_errors():
     rng = np.random.default_rng(7)
     grid = [[1, 4, 4]]
     ids, types = one(expanded([placeholder_row([2, "image", 2], rng)], grid))
@@ -283,7 +282,7 @@ def test_bad_inputs_raise_clear_errors(hf_model):
         proc.validate_inputs(images=[np.zeros((4, 4, 3), np.uint8)] * 2, text=["<|image_pad|>"])
 
 
-def test_layout_errors_are_the_runtime_error_hf_raises(hf_model):
+def test_layout_errors_are_the_runtime_error_hf_raises():
     """A vision run whose length does not fit its grid, or token types of another shape: HF's
     get_rope_index fails with a RuntimeError deep inside; the reference raises its clear
     RopeIndexLayoutError, which is that RuntimeError class too (and a ValueError)."""
@@ -292,7 +291,7 @@ def test_layout_errors_are_the_runtime_error_hf_raises(hf_model):
     ids, types = one(expanded([placeholder_row([2, "image", 2], rng)], grid))
     for bad_grid, bad_types in (([[1, 4, 8]], types), (grid, types[:, :-1])):
         with pytest.raises(RuntimeError):
-            hf_model.get_rope_index(torch.as_tensor(ids), torch.as_tensor(bad_types, dtype=torch.int32),
+            rope_model().get_rope_index(torch.as_tensor(ids), torch.as_tensor(bad_types, dtype=torch.int32),
                                     torch.as_tensor(bad_grid), None, None, None)
         with pytest.raises(RuntimeError) as caught:
             reference.rope_index(ids, bad_types, bad_grid)
@@ -303,7 +302,7 @@ def test_layout_errors_are_the_runtime_error_hf_raises(hf_model):
 
 
 @pytest.mark.parametrize("head_dim,section", [(32, (4, 6, 6)), (128, (16, 24, 24))])
-def test_mrope_float32_vs_hf(hf_model, head_dim, section):
+def test_mrope_float32_vs_hf(head_dim, section):
     rng = np.random.default_rng(8)
     image, video = [[1, 8, 12]], [[3, 4, 4]]
     pairs = expanded([placeholder_row([3, "image", 2, "video", 5], rng)], image, video)
@@ -323,7 +322,7 @@ def test_mrope_float32_vs_hf(hf_model, head_dim, section):
         assert max(errors) <= MROPE_REFERENCE_FLOAT32_VS_HF_BOUND, errors
 
 
-def test_mrope_text_positions_need_one_row(hf_model):
+def test_mrope_text_positions_need_one_row():
     """[batch, seq] positions are the same on all three rows, as HF expands them."""
     positions = np.arange(10)[None]
     cos2, sin2 = reference.mrope_cos_sin(positions, 32, (4, 6, 6))

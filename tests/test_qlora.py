@@ -37,11 +37,11 @@ import torch_port
 from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, rel_error
 from hf_tiny_vl import (
     IMAGE_PAD,
+    TEXT_BASE,
     VIDEO_PAD,
+    VISION_BASE,
     VISION_END,
     VISION_START,
-    _TEXT_BASE,
-    _VISION_BASE,
     pixel_values,
     random_hf_model,
     text_ids,
@@ -50,10 +50,10 @@ from hf_tiny_vl import (
 )
 
 CONFIG = {
-    "model_type": "qwen2_5_vl", **_TEXT_BASE,
+    "model_type": "qwen2_5_vl", **TEXT_BASE,
     "hidden_size": 256, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
     "num_key_value_heads": 2, "rope_scaling": {"type": "mrope", "mrope_section": [8, 12, 12]},
-    "vision_config": {**_VISION_BASE, "depth": 2, "hidden_size": 32, "num_heads": 2, "intermediate_size": 40,
+    "vision_config": {**VISION_BASE, "depth": 2, "hidden_size": 32, "num_heads": 2, "intermediate_size": 40,
                       "out_hidden_size": 256, "window_size": 56, "fullatt_block_indexes": [1]},
     "tie_word_embeddings": False, "vision_start_token_id": VISION_START, "vision_end_token_id": VISION_END,
     "image_token_id": IMAGE_PAD, "video_token_id": VIDEO_PAD,

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import torch
 
-
-from hf_tiny_folder import write_hf_folder  # noqa: E402
+from hf_tiny_folder import write_hf_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Run Qwen2.5-VL in torchtune"

@@ -24,17 +24,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import recipe_fixtures as rf  # noqa: E402
-from recipe_fixtures import (  # noqa: E402
+import recipe_fixtures as rf
+from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, TRAIN_LOSS_VS_HF_BOUND, rel_error
+from recipe_fixtures import (
     CONFIGS,
     logged_losses as _losses,
     parse_recipe_config as _parse,
     recipe_overrides as _overrides,
     stock_recipe_class as _recipe_class,
 )
-
-from goldenlib.tolerances import FUSED_LOGITS_VS_HF_BOUND, TRAIN_LOSS_VS_HF_BOUND, rel_error  # noqa: E402
-from tiny_tokenizer import SPECIAL_IDS  # noqa: E402
+from tiny_tokenizer import SPECIAL_IDS
 
 
 @pytest.fixture(scope="module")

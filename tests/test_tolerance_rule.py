@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# run as a script (see above) only tests/ is on the path; under pytest pyproject's pythonpath has the root
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import reference  # noqa: E402
+import reference  # noqa: E402 - the project root must be on the path first (script mode)
 from goldenlib.cases import BY_NAME, TINY, TOWERS, photo  # noqa: E402
 from goldenlib.image_goldens import run_reference  # noqa: E402
 from goldenlib.tower_goldens import run_tower  # noqa: E402

@@ -13,14 +13,12 @@ and inside the vision run is masked (label -100), as the model transform masks a
 
 import pytest
 import torch
+from torchtune.data import CROSS_ENTROPY_IGNORE_IDX
+from torchtune.modules.loss import CEWithChunkedOutputLoss
 
-
-from torchtune.data import CROSS_ENTROPY_IGNORE_IDX  # noqa: E402
-from torchtune.modules.loss import CEWithChunkedOutputLoss  # noqa: E402
-
-import torch_port  # noqa: E402
-from goldenlib.tolerances import TRAIN_GRAD_VS_HF_BOUND, TRAIN_LOSS_VS_HF_BOUND, rel_error  # noqa: E402
-from hf_tiny_vl import TINY_VL_CONFIGS, config_dict, hf_model, pixel_values, text_ids, token_types, vision_run  # noqa: E402,E501
+import torch_port
+from goldenlib.tolerances import TRAIN_GRAD_VS_HF_BOUND, TRAIN_LOSS_VS_HF_BOUND, rel_error
+from hf_tiny_vl import TINY_VL_CONFIGS, config_dict, hf_model, pixel_values, text_ids, token_types, vision_run
 
 CHUNKS = 8  # the recipe's default number of output chunks
 

@@ -55,30 +55,30 @@ def family(stage: str) -> str:
     return f"blocks.*.{parts[2]}" if parts[0] == "blocks" else stage
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def weights_for(cfg_name: str):
     return random_weights(CONFIGS[cfg_name], seed=1234)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pixels_for(grid_name: str, patch_dim: int) -> np.ndarray:
     rows = sum(t * h * w for t, h, w in GRIDS[grid_name])
     rng = np.random.default_rng([7, zlib.crc32(grid_name.encode())])
     return rng.standard_normal((rows, patch_dim), dtype=np.float32)  # every row (and frame) differs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hf_model(cfg_name: str, impl: str):
     return build_hf_vision(CONFIGS[cfg_name], weights_for(cfg_name), attn_implementation=impl)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hf_trace(cfg_name: str, impl: str, grid_name: str) -> dict:
     cfg = CONFIGS[cfg_name]
     return hf_vision_trace(hf_model(cfg_name, impl), pixels_for(grid_name, cfg.patch_dim), GRIDS[grid_name])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ref_trace(cfg_name: str, grid_name: str, dtype: str = "float64") -> dict:
     cfg = CONFIGS[cfg_name]
     trace = {}
