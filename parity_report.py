@@ -9,6 +9,7 @@ case and say, stage by stage, where it differs and whether interpolation or prec
     uv run parity_report.py --case video_5_frames                 # the port's video transform + tower
     uv run parity_report.py --list                            # the cases
     uv run parity_report.py --case photo_astronaut --dump my_port.safetensors   # any port's stage dump
+    uv run parity_report.py --golden mine.safetensors --dump my_port.safetensors  # against a generate_golden.py --model golden
 
 Per stage: shape, max abs, mean abs, max relative error (max|a-b| / max|golden|) of the whole
 run (accumulated) and of the stage fed its golden input (local), the tolerance
@@ -30,8 +31,11 @@ Variants, each a switch, alone or together:
         names (docs/golden-format.md), in any float dtype, written by any implementation; each
         stage judged at its dtype's tolerance (--precision DTYPE: the dtype it computed in, when it
         stored another), --config restricts it to one tower. Ends with the first stage out of
-        tolerance and an attribution line (parity.dump). Without --case the dump's metadata
-        "case" is used when present.
+        tolerance, an attribution line and the local differences (parity.dump). Without --case the
+        dump's metadata "case" is used when present.
+  --golden FILE                                      with --dump: judge it against a golden written by
+        `generate_golden.py --model` (your own checkpoint and input) instead of a stored case, exactly
+        as --case does (local verdicts while the golden's checkpoint folder is there)
 
 The markdown goes to stdout and to --out; --plot writes a PNG of the error per stage (log scale)
 when matplotlib is importable. Exit status: 0 (written), 2 (bad arguments); with --dump: 0 every
@@ -77,7 +81,17 @@ def parse_args(argv=None):
     parser.add_argument("--list", action="store_true", help="list the cases and their tower configs, then exit")
     parser.add_argument("--dump", default=None, help="a safetensors stage dump of any implementation to compare "
                                                      "with the case's golden (see above)")
+    parser.add_argument("--golden", default=None, help="with --dump: a golden file of generate_golden.py --model to "
+                                                       "judge the dump against, instead of --case")
     args = parser.parse_args(argv)
+    if args.golden is not None:
+        if args.dump is None:
+            parser.error("--golden judges a --dump: give both")
+        if args.case is not None:
+            parser.error("--golden replaces --case: give one")
+        if not args.golden.endswith(".safetensors") or not Path(args.golden).is_file():
+            parser.error(f"--golden {args.golden!r}: not a .safetensors file")
+        args.case = args.golden
     if args.dump is not None:
         _check_dump_args(parser, args)
     if args.case is None:

@@ -35,6 +35,7 @@ from reference.preprocess import TORCHVISION_STAGES
 
 from .image_goldens import image_stage_tensors
 from .shard_weights import FolderError, ShardWeights
+from .stage_vocabulary import case_stages
 from .tolerances import CHECKPOINT_VS_HF_FLOAT32_BOUND, rel_error
 
 IMAGE_PAD, VIDEO_PAD, START, END = "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"
@@ -292,5 +293,6 @@ def checkpoint_golden(folder, prompt, *, images=(), videos=(), video_fps=None, l
                                   f"stage within {bound:g} (the text rotary and the language model within "
                                   f"max({bound:g}, 3 * largest position * 2**-24)); AutoProcessor outputs equal")
                                  if crosscheck else "none",
-                "max_rel_error_vs_hf_float32": {k: float(f"{v:.3g}") for k, v in sorted(errors.items())}}
+                "hf_float32_error": {k: float(f"{v:.3g}") for k, v in sorted(errors.items())}}
+    metadata["stages"] = case_stages(tensors)
     return tensors, metadata, errors

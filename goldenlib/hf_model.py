@@ -73,6 +73,6 @@ def hf_model_trace(model, input_ids, mm_token_type_ids, *, pixel_values=None, im
         for prefix, pixels, grid in (("visual.", pixel_values, image_grid_thw),
                                      ("visual_video.", pixel_values_videos, video_grid_thw)):
             if pixels is not None:
-                trace = hf_vision_trace(visual, _tensor(pixels, dtype), grid)
+                trace = hf_vision_trace(visual, pixels, grid)  # the tower casts them to its own dtype
                 stages.update({prefix + name: value for name, value in trace.items()})
     return stages

@@ -31,7 +31,8 @@ class LMVariant:
     """How a language-model stage is recomputed; the default is the spec. Roundings as
     ``goldenlib.local_stages.Variant``; ``eps``: another RMSNorm eps; ``positions_1d``: the rotary of
     plain positions 0..s-1 on all three rows (HF 5.x without ``mm_token_type_ids``); ``sections_rotated``:
-    section i of the rotary takes position row (i + 1) % 3; ``scatter_shift``: the vision rows written k
+    section i of the rotary takes position row (i + 1) % 3; ``sections``: another split of the frequencies
+    between the three rows (``mrope_section`` permuted); ``scatter_shift``: the vision rows written k
     rows after their placeholders."""
 
     inputs: str | None = None
@@ -40,6 +41,7 @@ class LMVariant:
     eps: float | None = None
     positions_1d: bool = False
     sections_rotated: bool = False
+    sections: tuple | None = None  # another split of the rotary's frequencies between t, h, w
     scatter_shift: int = 0
 
 
@@ -78,7 +80,7 @@ def _layer(weights, i, dtype):
 
 
 def _cos_sin(position_ids, text, variant):
-    sections = tuple(text.mrope_section)
+    sections = tuple(text.mrope_section if variant.sections is None else variant.sections)
     positions = np.asarray(position_ids, np.int64)
     if variant.positions_1d:
         positions = text_positions(*positions.shape[1:])
@@ -113,7 +115,7 @@ def recompute_lm(stage, inputs, weights, config, variant=LM_SPEC):
     eps = text.rms_norm_eps if v.eps is None else v.eps
     if stage in ("mrope_cos", "mrope_sin"):
         cos, sin = _cos_sin(inputs["position_ids"], text, v)
-        return cos if stage == "mrope_cos" else sin
+        return round_to(cos if stage == "mrope_cos" else sin, v.output)
     if stage == "lm.inputs_embeds":
         out = _embeds(inputs, weights, config, v)
         return None if out is None else round_to(out, v.output)
@@ -123,7 +125,7 @@ def recompute_lm(stage, inputs, weights, config, variant=LM_SPEC):
         layer = _layer(weights, i, v.weights)
         if stage.endswith(".attn_residual"):
             cos, sin = (np.asarray(inputs[name], np.float64) for name in ("mrope_cos", "mrope_sin"))
-            if v.positions_1d or v.sections_rotated:
+            if v.positions_1d or v.sections_rotated or v.sections is not None:
                 cos, sin = _cos_sin(inputs["position_ids"], text, v) if "position_ids" in inputs else (None, None)
                 if cos is None:
                     return None

@@ -42,31 +42,17 @@ from pathlib import Path
 
 import numpy as np
 
-from goldenlib.tolerances import (
-    DRIFT_BOUNDS,
-    HF_CROSSCHECK_BOUND,
-    MROPE_PORT_BFLOAT16_VS_HF_BOUND,
-    MROPE_PORT_FLOAT32_VS_GOLDEN_BOUND,
-    PARITY_TOLERANCES,
-    POSITIONS_ROTARY_VS_HF_BOUND,
-    Tol,
-    abs_errors,
-)
-
 from goldenlib.local_stages import round_to
-from goldenlib.stage_vocabulary import (EXACT_KINDS, IMAGE_PIPELINE, POSITION_STAGES, TEXT_ROTARY, pipeline_order,
+from goldenlib.stage_vocabulary import (EXACT_KINDS, IMAGE_PIPELINE, pipeline_order,
                                         split_tower, stage_kind)
+from goldenlib.tolerances import HF_CROSSCHECK_BOUND, PARITY_TOLERANCES, Tol, abs_errors, text_rotary_bound
 
 from . import geometry
 from .dump_file import FLOAT_DTYPES, DumpError, DumpTensor, as_dump_tensor, read_dump
-from .local_verdicts import add_local_verdicts
+from .local_verdicts import add_lm_local_verdicts, add_local_verdicts
 from .row_order import find_order
 from .stages import StageRow
-TEXT_ROTARY_BOUNDS = {
-    "float64": DRIFT_BOUNDS["float64"],
-    "float32": max(POSITIONS_ROTARY_VS_HF_BOUND, MROPE_PORT_FLOAT32_VS_GOLDEN_BOUND),
-    "bfloat16": MROPE_PORT_BFLOAT16_VS_HF_BOUND,
-}
+
 # Lower precisions, tightest first: what a silent cast would leave.
 LOWER = {"float64": ("float32", "float16", "bfloat16"), "float32": ("float16", "bfloat16"), "float16": ("bfloat16",),
          "bfloat16": ()}
@@ -98,12 +84,42 @@ class Golden:
     backend: str | None = None
     rebuild: callable = None  # () -> image stages not stored (full_size_3b)
     hf_errors: dict = field(default_factory=dict)  # stage -> HF's own float32 error there (metadata)
+    model: object = None  # reference.ModelConfig of a whole-model golden
+    model_weights: callable = None  # () -> (tower weights, language-model weights), or None: not at hand
+    notes: list = field(default_factory=list)
+
+    def tower_weights(self, tower):
+        """A tower's weights nested as ``reference.vision`` takes them, or None when not at hand (the 3B
+        tower's are regenerated per use: a minute; an own-checkpoint golden whose folder is gone)."""
+        from goldenlib.cases import TOWERS
+        from reference.vision import nest_weights
+
+        if self.model is not None:
+            weights = self.lm_weights()
+            return None if weights is None else nest_weights(weights[0], self.towers[tower])
+        if not TOWERS[tower].stored_weights:
+            return None
+        from .cases import tower_weights
+
+        return nest_weights(tower_weights(tower), TOWERS[tower].config)
+
+    def lm_weights(self):
+        """(tower weights, language-model weights) of a whole-model golden, read once; None when not at hand."""
+        if self.model_weights is None:
+            return None
+        if not hasattr(self, "_lm_weights"):
+            self._lm_weights = self.model_weights()
+        return self._lm_weights
 
 
 def load_golden(name):
-    """The expected tensors of case ``name`` under their golden names (sha256-verified)."""
+    """The expected tensors of case ``name`` under their golden names (sha256-verified), or of a golden
+    file written by ``generate_golden.py --model`` (a path ending in ``.safetensors``)."""
     from goldenlib import store
     from goldenlib.cases import BY_NAME, SCENARIOS, TOWERS
+
+    if str(name).endswith(".safetensors"):
+        return load_golden_file(name)
 
     if name.startswith("weights_"):
         raise ValueError(f"case {name!r} holds a tower's weights, not stages: compare a dump with a case that "
@@ -125,6 +141,8 @@ def load_golden(name):
     if str(meta.get("format_version")) not in KNOWN_FORMATS:
         raise ValueError(f"golden {name} has format_version {meta.get('format_version')!r}; this reader knows "
                          f"{', '.join(KNOWN_FORMATS)} (docs/golden-format.md, versioning rule)")
+    if registered.kind == "model":
+        return _model_golden(name, tensors, meta, f"golden/{name}.safetensors")
     towers = {t: TOWERS[t].config for t in TOWERS if any(key.startswith(f"{t}.") for key in tensors)}
     backend = None
     if registered.kind == "image":
@@ -133,6 +151,41 @@ def load_golden(name):
                     hf_errors=dict(meta.get("hf_float32_error") or {}))
     if registered.kind == "tower" and registered.make is not None:  # full_size_3b: image stages rebuilt on use
         golden.rebuild = lambda: _rebuilt_image_stages(name)
+    return golden
+
+
+def _model_golden(name, tensors, meta, source, model_config=None, weights=None):
+    """A whole-model golden: its towers (``visual``, ``visual_video``) and model, for the local verdicts."""
+    from goldenlib.stage_vocabulary import MODEL_TOWERS
+
+    if model_config is None:
+        from goldenlib.model_folders import MODELS
+
+        tiny = MODELS[meta["model"]]
+        model_config, weights = tiny.config, tiny.weights
+    towers = {t: model_config.vision for t in MODEL_TOWERS if any(key.startswith(f"{t}.") for key in tensors)}
+    return Golden(name, "model", tensors, towers, source, hf_errors=dict(meta.get("hf_float32_error") or {}),
+                  model=model_config, model_weights=weights)
+
+
+def load_golden_file(path):
+    """A golden written by ``generate_golden.py --model`` (not in golden/, not in the manifest): its
+    tensors, and its checkpoint folder's weights for the local verdicts while the folder is there."""
+    from goldenlib import store
+    from goldenlib.shard_weights import ShardWeights
+    from reference import ModelConfig, split_model_weights
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"golden file {path} does not exist")
+    tensors, meta = store.read_case(path.stem, path.parent, verify=False)
+    if meta.get("kind") != "model" or "config" not in meta:
+        raise ValueError(f"{path} is not a golden of generate_golden.py --model (its metadata has no model config)")
+    folder = Path(meta.get("checkpoint", ""))
+    weights = (lambda: split_model_weights(ShardWeights(folder))) if (folder / "config.json").is_file() else None
+    golden = _model_golden(path.name, tensors, meta, str(path), ModelConfig.from_dict(meta["config"]), weights)
+    if weights is None:
+        golden.notes.append(f"the checkpoint folder {folder} is not here: no local verdicts")
     return golden
 
 
@@ -166,12 +219,13 @@ def dump_order(names, towers):
 # ------------------------------------------------------------------ tolerances and rounding
 
 
-def dump_tolerance(kind, dtype):
-    """The accumulated bound for a stage of ``kind`` in a dump of ``dtype``, or None (no bound)."""
+def dump_tolerance(kind, dtype, max_position=0):
+    """The accumulated bound for a stage of ``kind`` in a dump of ``dtype``, or None (no bound);
+    ``max_position``: the case's largest text position (the text rotary's float32 error grows with it)."""
     if kind in EXACT_KINDS:
         return 0.0
     if kind == "text_rotary":
-        return TEXT_ROTARY_BOUNDS.get(dtype)
+        return text_rotary_bound(dtype, max_position)
     tol = PARITY_TOLERANCES.get((dtype, kind))
     if tol is None:
         return None
@@ -361,7 +415,8 @@ def _compare_stage(golden, target, name, tensor, dtype):
     if kind not in EXACT_KINDS and not tensor.is_float:
         return _problem_row(target, expected.shape, tensor.dtype, judged, kind,
                             f"dtype {tensor.dtype}; a float stage needs a float dtype")
-    bound = dump_tolerance(kind, judged)
+    positions = golden.tensors.get("position_ids")
+    bound = dump_tolerance(kind, judged, 0 if positions is None else int(np.max(positions)))
     if bound is None:
         return _problem_row(target, expected.shape, tensor.dtype, judged, kind,
                             f"no tolerance for a {kind} stage in {judged}")
@@ -398,19 +453,6 @@ def _compare_stage(golden, target, name, tensor, dtype):
                                window_index=window_index, grid_thw=grid)
     row.values = values  # kept for the local verdicts and the attribution (not printed)
     return row
-
-
-def _weights_for_local(tower):
-    """A tower's weights for the local verdicts (nested, as ``reference.vision`` takes them), or None
-    when they are not stored (the 3B tower: regenerating it per dump would take a minute)."""
-    from goldenlib.cases import TOWERS
-    from reference.vision import nest_weights
-
-    from .cases import tower_weights
-
-    if not TOWERS[tower].stored_weights:
-        return None
-    return nest_weights(tower_weights(tower), TOWERS[tower].config)
 
 
 def compare_dump(case, tensors, *, config=None, dtype=None):
@@ -455,8 +497,11 @@ def compare_dump(case, tensors, *, config=None, dtype=None):
         if row.problem is not None:
             problems.append(f"{by_target[target]}: {row.problem}")
         rows.append(row)
-    add_local_verdicts(rows, golden, _weights_for_local)
-    report = DumpReport(case, config, rows, problems=problems, ignored=ignored, source=golden.source, dump=source)
+    add_local_verdicts(rows, golden, golden.tower_weights)
+    weights = golden.lm_weights() if golden.model is not None else None
+    add_lm_local_verdicts(rows, golden, None if weights is None else (golden.model, weights[1]))
+    report = DumpReport(case, config, rows, problems=problems, ignored=ignored, notes=golden.notes,
+                        source=golden.source, dump=source)
     report.attribution = attribute_dump(report, golden)
     return report
 
@@ -573,13 +618,15 @@ def attribute_dump(report, golden):
                                           f"judge this port against `{twin}`")
         return Attribution("interpolation", f"interpolation: attributed to the resize/image stages: `{first.stage}` "
                                             f"({size}): {_image_cause(report, first)}")
-    if first.kind in ("positions", "text_rotary"):
+    if first.kind == "positions" or first.kind == "text_rotary" and first.local is None:
         hint = ""
         if first.stage.split(".")[0] in ("position_ids", "deltas") and "video_grid_thw" in golden.tensors:
             hint = ("; after a video, transformers 5.x starts the next text at the run's start + max(h, w) / 2, "
                     "4.x at the largest position + 1 (docs/porting.md)")
         return Attribution("positions", f"positions: `{first.stage}` differs from HF 5.x ({size}){hint}")
     tower, base = split_name(first.stage, golden.towers)
+    if first.local is not None and tower is None:  # the language model, the text rotary
+        return _attribute_locally(report, golden, first, None, first.stage, size)
     if first.local is not None:
         return _attribute_locally(report, golden, first, tower, base, size)
     return _attribute_by_magnitude(report, golden, first, tower, base, size)
@@ -589,14 +636,17 @@ def _attribute_locally(report, golden, first, tower, base, size):
     """A float tower stage with a local verdict: its own difference explained, or inherited from upstream."""
     local = f"local rel {first.local:.3g}, local tolerance {first.tol.local:.2g}"
     if first.local_ok:
+        from goldenlib.local_lm_stages import lm_stage_inputs
         from goldenlib.local_stages import stage_inputs
 
-        inputs = ", ".join(f"`{name}`" for name in stage_inputs(base, golden.towers[tower].depth))
+        needed = (stage_inputs(base, golden.towers[tower].depth) if tower is not None else
+                  lm_stage_inputs(base, golden.model.text.num_hidden_layers))
+        inputs = ", ".join(f"`{name}`" for name in needed)
         return Attribution("inherited", f"inherited: `{first.stage}` ({size}) is right for its own input ({local}): "
                                         f"the difference comes from upstream ({inputs}, or what came before them "
                                         f"outside the dump); {_image_state(report)}")
     explanation = first.explanation
-    if explanation is not None and explanation.kind == "order":
+    if explanation is not None and explanation.kind == "order" and tower is not None:
         block = base.split(".")[1]
         return Attribution("order", f"order: `{first.stage}` ({size}) is what block {block} gives when its "
                                     "window segments are applied to rows left in merge-block order (no window_index "
@@ -609,7 +659,14 @@ def _attribute_locally(report, golden, first, tower, base, size):
                                         f"{explanation.what} explains it (residual {explanation.residual:.2g}"
                                         f"{hf_text}): computed right, in lower precision than the {first.judged_as} "
                                         f"it is judged as; {_image_state(report)}")
-    hint = _tower_hint(report, golden, tower, base)
+    if explanation is not None and explanation.kind == "positions":
+        return Attribution("positions", f"positions: `{first.stage}` differs on its own ({local}): "
+                                        f"{explanation.what} explains it (residual {explanation.residual:.2g})")
+    if explanation is not None and explanation.kind == "order":
+        return Attribution("order", f"order: `{first.stage}` ({size}): {explanation.what} explains it (residual "
+                                    f"{explanation.residual:.2g}); an order mistake, not a precision one")
+    hint = _tower_hint(report, golden, tower, base) if tower is not None else LM_HINTS.get(
+        stage_kind(base), f"the stage {base}")
     if explanation is not None:
         return Attribution("formula", f"formula: `{first.stage}` differs on its own ({local}) and no rounding of its "
                                       f"inputs, weights or output to bfloat16 or float16 explains it; "
@@ -677,6 +734,19 @@ def _unpermuted_windows(golden, tower, base, first):
                  t[f"{tower}.cu_window_seqlens"], **block, num_heads=config.num_heads, act=config.hidden_act,
                  trace=trace)
     return abs_errors(first.values, trace["attn_residual"])[2] <= order_bound(first.kind, 0.0, first.dtype)
+
+
+# Where each language-model stage's own computation can go wrong (docs/spec.md, the language side).
+LM_HINTS = {
+    "text_rotary": "the text rotary: inv_freq, mrope_section (which frequencies take t, h, w), position rows",
+    "lm_embeds": "the token embedding and the scatter of the vision rows into the placeholder rows (row-major "
+                 "over the batch)",
+    "lm_attn_residual": "the layer's attention half: RMSNorm (eps), q/k/v with biases, the multimodal rotary on q "
+                        "and k, grouped-query heads, the causal mask",
+    "lm_layer_output": "the layer's MLP half (gate/up/down without biases, silu) or its RMSNorm (eps)",
+    "lm_norm": "the final RMSNorm (eps from the config)",
+    "lm_logits": "lm_head (embed_tokens when tie_word_embeddings)",
+}
 
 
 def _tower_hint(report, golden, tower, base):

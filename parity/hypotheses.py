@@ -20,10 +20,12 @@ otherwise the difference is the stage's formula, named when a formula hypothesis
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
+from goldenlib.local_lm_stages import LMVariant, recompute_lm
 from goldenlib.local_stages import Variant, recompute
 from goldenlib.tolerances import rel_error
 
@@ -130,4 +132,53 @@ def explain(stage, kind, values, local_error, inputs, weights, config, grid, thr
             if residual <= threshold and residual * MIN_GAIN <= local_error and (
                     best is None or residual < best.residual):
                 best = Explanation(family, what, residual, variant)
+    return best
+
+
+# ------------------------------------------------------------------ the language model's stages
+
+LM_ROUNDINGS = {fields: text for fields, text in ROUNDINGS.items() if "operands" not in fields}
+
+
+def lm_variants(stage, kind, spec_eps, spec_sections):
+    """(family, what, LMVariant) for every hypothesis of a language-model stage (or the text rotary)."""
+    out = []
+    for dtype in LOW_PRECISIONS:
+        for fields, text in LM_ROUNDINGS.items():
+            if stage in ("lm.inputs_embeds", "mrope_cos", "mrope_sin") and fields != ("output",):
+                continue  # a row lookup, a table of positions: only the output can be rounded
+            out.append(("precision", text.format(dtype=dtype), LMVariant(**{f: dtype for f in fields})))
+    if kind in ("lm_attn_residual", "lm_layer_output", "lm_norm"):
+        out += [("formula", f"RMSNorm eps {eps:g} (the config's: {spec_eps:g})", LMVariant(eps=eps))
+                for eps in (1e-5, 1e-6) if eps != spec_eps]
+    if kind in ("lm_attn_residual", "text_rotary"):
+        out.append(("formula", "the mRoPE sections take the position rows rotated (section i reads row (i + 1) % 3, "
+                               "not t, h, w)", LMVariant(sections_rotated=True)))
+        out += [("formula", f"mrope_section {list(p)} where the config says {list(spec_sections)}",
+                 LMVariant(sections=p)) for p in sorted(set(itertools.permutations(spec_sections)))
+                if p != tuple(spec_sections)]
+    if kind == "lm_attn_residual":
+        out.append(("positions", "1-D positions (0..s-1 on all three rows): HF 5.x called without "
+                                 "mm_token_type_ids, or a port that ignores the grids", LMVariant(positions_1d=True)))
+    if stage == "lm.inputs_embeds":
+        out += [("order", f"the vision rows scattered {abs(k)} row(s) {'after' if k > 0 else 'before'} their "
+                          "placeholders", LMVariant(scatter_shift=k)) for k in (1, -1)]
+    return out
+
+
+def explain_lm(stage, kind, values, local_error, inputs, weights, config, threshold, bounds):
+    """The best :class:`Explanation` of a language-model stage (or text rotary table) whose local error is
+    beyond its bound, or None (a formula difference nothing here names)."""
+    low = computed_in(values, kind, local_error, bounds)
+    if low is not None:
+        return Explanation("precision", f"the stage computed in {low} (every value a {low} number, local error within "
+                                        f"the {low} bound {bounds(kind, low):.2g})", local_error, LMVariant(output=low))
+    best = None
+    for family, what, variant in lm_variants(stage, kind, config.text.rms_norm_eps, tuple(config.text.mrope_section)):
+        expected = recompute_lm(stage, inputs, weights, config, variant)
+        if expected is None or np.shape(expected) != np.shape(values):
+            continue
+        residual = rel_error(values, expected)
+        if residual <= threshold and residual * MIN_GAIN <= local_error and (best is None or residual < best.residual):
+            best = Explanation(family, what, residual, variant)
     return best

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from goldenlib.local_lm_stages import lm_stage_inputs, recompute_lm
 from goldenlib.local_stages import MERGER_ACT, recompute, stage_inputs
+from goldenlib.stage_vocabulary import MODEL_TOWERS
 from goldenlib.tolerances import DUMP_FLOAT32_LOCAL_FLOORS, PARITY_TOLERANCES, Tol, rel_error
 
-from .hypotheses import explain
+from .hypotheses import explain, explain_lm
 
 GRID_ONLY = ("rotary", "index")  # no input but the grid: local = accumulated
+LM_LOCAL_KINDS = ("text_rotary", "lm_embeds", "lm_attn_residual", "lm_layer_output", "lm_norm", "lm_logits")
 
 
 def local_bound(kind, dtype):
@@ -91,3 +94,59 @@ def add_local_verdicts(rows, golden, weights_of):
                 act = MERGER_ACT if base == "output" else config.hidden_act
                 row.explanation = explain(base, row.kind, row.values, row.local, inputs, weights, config, grid,
                                           threshold, act, local_bound)
+
+
+def _lm_inputs(stage, golden, values, num_layers):
+    """({input: float64 array}, [inputs taken from the golden]) of a language-model stage: its own
+    inputs (``lm_stage_inputs``), plus what its hypotheses read (position_ids, the towers' outputs)."""
+    needed = list(lm_stage_inputs(stage, num_layers) or ())
+    optional = []
+    if stage == "lm.inputs_embeds":
+        optional = [f"{tower}.output" for tower in MODEL_TOWERS if f"{tower}.output" in golden.tensors]
+    if stage.endswith(".attn_residual"):
+        optional = ["position_ids", "attention_mask"]
+    inputs, from_golden = {}, []
+    for name in needed + optional:
+        if name in values:
+            inputs[name] = values[name]
+        elif name in golden.tensors:
+            inputs[name] = np.asarray(golden.tensors[name])
+            if name in needed or name.endswith(".output"):
+                from_golden.append(name)
+        elif name in needed:
+            return None, [name]
+    return inputs, from_golden
+
+
+def add_lm_local_verdicts(rows, golden, model):
+    """The language side of :func:`add_local_verdicts`: ``model`` is (``reference.ModelConfig``, the
+    language model's weights), or None (no local verdicts: said in the rows)."""
+    own = [row for row in rows if row.kind in LM_LOCAL_KINDS and row.problem is None]
+    if not own:
+        return
+    if model is None:
+        for row in own:
+            row.note = "; ".join(filter(None, [row.note, "no local verdict: the model's weights are not at hand"]))
+        return
+    config, weights = model
+    values = {row.stage: row.values for row in rows if getattr(row, "values", None) is not None
+              and row.problem is None}
+    for row in own:
+        # the text rotary from the dump's own positions: the accumulated bound (it grows with the position)
+        bound = row.tol.accumulated if row.kind == "text_rotary" else local_bound(row.kind, row.judged_as)
+        inputs, from_golden = _lm_inputs(row.stage, golden, values, config.text.num_hidden_layers)
+        if inputs is None or bound is None:
+            continue
+        expected = recompute_lm(row.stage, inputs, weights, config)
+        if expected is None or np.shape(expected) != np.shape(row.values):
+            continue
+        row.local = rel_error(row.values, expected)
+        row.tol = Tol(bound, row.tol.accumulated)
+        if from_golden:
+            row.note = "; ".join(filter(None, [row.note, "local from the golden's " + ", ".join(
+                f"`{k}`" for k in from_golden) + " (not in the dump)"]))
+        if row.local > bound:
+            threshold = bound if row.kind == "text_rotary" else hypothesis_threshold(
+                row.kind, row.judged_as, golden.hf_errors.get(row.stage))
+            row.explanation = explain_lm(row.stage, row.kind, row.values, row.local, inputs, weights, config,
+                                         threshold, local_bound)

@@ -132,6 +132,12 @@ class ModelConfig:
                    vision_start_token_id=int(config.get("vision_start_token_id", VISION_START_TOKEN_ID)),
                    tokens_per_second=vision.get("tokens_per_second", 4))
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """The config back from its :meth:`to_dict` (what a golden's metadata stores)."""
+        return cls(VisionConfig(**d["vision"]), TextConfig(**d["text"]), **{k: v for k, v in d.items()
+                                                                            if k not in ("vision", "text")})
+
     def to_dict(self) -> dict:
         return {"vision": self.vision.to_dict(), "text": self.text.to_dict(), "image_token_id": self.image_token_id,
                 "video_token_id": self.video_token_id, "vision_start_token_id": self.vision_start_token_id,

@@ -51,7 +51,7 @@ def test_writes_every_stage_of_the_chosen_layers(written):
     assert {k for k in tensors if k.startswith("lm.layers.")} == {
         f"lm.layers.{i}.{s}" for i in (0, 2) for s in ("attn_residual", "output")}
     assert meta["stored_layers"] == [0, 2] and meta["kind"] == "model"
-    assert max(meta["max_rel_error_vs_hf_float32"].values()) <= cg.CHECKPOINT_VS_HF_FLOAT32_BOUND
+    assert max(meta["hf_float32_error"].values()) <= cg.CHECKPOINT_VS_HF_FLOAT32_BOUND
     assert tensors["lm.logits"].shape == (1, tensors["input_ids"].shape[1], 288)
     assert tensors["lm.logits"].dtype == np.float64
 
@@ -131,3 +131,26 @@ def test_a_video_with_its_frame_rate(sharded, tmp_path):
     tensors, _ = store.read_case(out.stem, out.parent, verify=False)
     assert tensors["second_per_grid_ts"].tolist() == [0.5]
     assert tensors["video_grid_thw"].tolist() == [[2, 4, 4]] and "visual_video.output" in tensors
+
+
+def test_parity_report_judges_a_dump_against_the_own_golden(written, tmp_path, capsys):
+    """parity_report.py --golden FILE --dump DUMP: as --case, with local verdicts from the golden's folder."""
+    import parity_report
+
+    tensors, meta = written
+    golden = tmp_path / "mine.safetensors"
+    store.write_case(tmp_path, "mine", tensors, meta)
+    port = {k: torch.from_numpy(np.asarray(v, np.float32 if v.dtype.kind == "f" else v.dtype)) for k, v in
+            tensors.items() if k.startswith(("lm.", "mrope", "position_ids"))}
+    save_file(port, str(tmp_path / "good.safetensors"))
+    port["lm.logits"] = port["lm.logits"] * (1 + 1e-3)  # a port whose head scales the logits
+    save_file(port, str(tmp_path / "bad.safetensors"))
+    args = ["--golden", str(golden), "--out", "", "--plot", "", "--dump"]
+    assert parity_report.main(args + [str(tmp_path / "good.safetensors")]) == 0
+    assert "local differences: none" in capsys.readouterr().out
+    assert parity_report.main(args + [str(tmp_path / "bad.safetensors")]) == 1
+    out = capsys.readouterr().out
+    assert "first stage out of tolerance: lm.logits" in out and "local differences: lm.logits" in out
+    assert "attribution: formula:" in out
+    with pytest.raises(SystemExit):
+        parity_report.main(["--golden", str(golden), "--case", "photo_astronaut", "--dump", str(golden)])
