@@ -417,7 +417,10 @@ def write_what_moved(folder, cases, report, table, partial=False, selected=False
     why = "not selected by --case" if selected else "skipped by --no-full"
     dropped = sorted(set(manifest["files"]) - {path.name for path, _ in kept} - {f"{n}.safetensors" for n in cases}
                      if manifest else [])
-    extra = {"versions": _manifest_versions(manifest, {name: cases[name][1] for name in rewrite})}
+    from goldenlib import hf_folders
+
+    extra = {"versions": _manifest_versions(manifest, {name: cases[name][1] for name in rewrite}),
+             "hf_folders": hf_folders.expected_manifest()}  # golden/hf/: written with every replacement
     if skipped:
         extra["not_generated"] = {f"{name}.safetensors": why for name in skipped}
     old_record = verified.load(folder)
@@ -432,6 +435,8 @@ def write_what_moved(folder, cases, report, table, partial=False, selected=False
     try:
         for name in rewrite:
             store.write_case(target.path, name, *cases[name])
+        if hf_folders.write(target.path) != extra["hf_folders"]:
+            raise RuntimeError("golden/hf/ folders came out other than expected; nothing written")
         for path, _ in kept:
             shutil.copy2(path, target.path / path.name)
         (target.path / "CROSSCHECK.md").write_text(_crosscheck_text(folder, partial, rewrite, report, table,

@@ -122,17 +122,40 @@ def released_state_dict(vision: dict, text: dict) -> dict:
     return out
 
 
+def tower_model(tower) -> TinyModel:
+    """A golden tower (``goldenlib.cases.TOWERS``: tiny_a, tiny_b) as a whole model a converter takes: the
+    tower and its seeded weights exactly as the goldens run them, with a one-layer text model of the tower's
+    output width (seeded with the tower's seed) in front of which its rows are scattered."""
+    from .cases import TOWERS
+
+    tower = TOWERS[tower]
+    width = tower.config.out_hidden_size
+    heads = 4 if width % 48 == 0 else 2  # head_dim 12 (mrope [2, 2, 2]) or 16 ([2, 3, 3])
+    sections = (2, 2, 2) if width // heads == 12 else (2, 3, 3)
+    text = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1, num_attention_heads=heads,
+                num_key_value_heads=heads // 2, rms_norm_eps=1e-6, mrope_section=sections, tie_word_embeddings=True)
+    return _model(tower.name, {**tower.config.to_dict()}, text, seed=tower.seed)
+
+
+# The HF folders golden/hf/ ships (goldenlib.hf_folders writes them): the golden towers, then the tiny whole models.
+SHIPPED = ("tiny_a", "tiny_b", "lm_tied", "lm_untied")
+# The golden towers' cases run HF's default image processor sizes (the whole models' folders: PREPROCESSOR).
+TOWER_PREPROCESSOR = {**PREPROCESSOR, "min_pixels": 56 * 56, "max_pixels": 28 * 28 * 16384}
+
+
 def write_model_folder(name, folder) -> Path:
-    """Write tiny model ``name``'s HF folder into ``folder`` (created); the same bytes every time."""
+    """Write tiny model ``name``'s HF folder into ``folder`` (created); the same bytes every time. ``name``:
+    a whole model of ``MODELS``, or a golden tower (``tiny_a``, ``tiny_b``: :func:`tower_model`)."""
     from safetensors.numpy import save_file
 
-    model = MODELS[name]
+    model = MODELS[name] if name in MODELS else tower_model(name)
+    preprocessor = PREPROCESSOR if name in MODELS else TOWER_PREPROCESSOR
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = released_state_dict(*model.weights())
     save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sorted(state.items())},
               str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(hf_config_json(model.config), indent=1, sort_keys=True))
-    (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=1, sort_keys=True))
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=1, sort_keys=True))
     write_tokenizer(folder)
     return folder

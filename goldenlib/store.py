@@ -181,7 +181,10 @@ class AtomicFolder:
             if source.is_file() and not (self.path / name).exists():
                 shutil.copy2(source, self.path / name)
         os.chmod(self.path, 0o755)  # mkdtemp makes it private
-        for path in self.path.iterdir():  # flush file contents before the swap
+        for path in self.path.rglob("*"):  # flush file contents before the swap (golden/hf/ folders too)
+            if path.is_dir():
+                os.chmod(path, 0o755)
+                continue
             os.chmod(path, 0o644)
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
