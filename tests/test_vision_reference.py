@@ -344,9 +344,12 @@ def test_vision_forward_input_errors():
 
 @pytest.mark.slow
 def test_full_size_tower_matches_hf():
-    """The released 3B tower's sizes (hidden 1280, depth 32, head_dim 80) on a 6x10-patch image."""
+    """The released 3B tower's sizes (hidden 1280, depth 32, head_dim 80) on a 6x10-patch image, with the
+    full_size_3b golden's seeded weights (made once per session: parity.cases.full_weights)."""
+    from parity.cases import full_weights
+
     cfg = PRESETS["3b"]
-    w = random_weights(cfg, seed=5)
+    w = full_weights("3b")
     grid = [[1, 6, 10]]
     px = np.random.default_rng(5).standard_normal((60, cfg.patch_dim), dtype=np.float32)
     hf = hf_vision_trace(build_hf_vision(cfg, w, "sdpa"), px, grid)
