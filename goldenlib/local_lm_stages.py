@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reference.language import causal_mask, embed, lm_head, swiglu_mlp, text_attention
+from reference.language import causal_mask, embed, layer_weights, lm_head, swiglu_mlp, text_attention
 from reference.model import text_positions
 from reference.mrope import mrope_cos_sin
 from reference.vision import rms_norm
 
-from .local_stages import round_to
+from .local_stages import round_to, round_tree
 
 
 @dataclass(frozen=True)
@@ -65,18 +65,6 @@ def lm_stage_inputs(stage, num_layers):
     if stage == "lm.logits":
         return ("lm.norm",)
     return None
-
-
-def _layer(weights, i, dtype):
-    """Layer i's weights as the nested dict ``reference.language.decoder_layer`` takes, rounded to ``dtype``."""
-    prefix, tree = f"layers.{i}.", {}
-    for name in [n for n in weights.keys() if n.startswith(prefix)]:
-        *path, leaf = name[len(prefix):].split(".")
-        node = tree
-        for part in path:
-            node = node.setdefault(part, {})
-        node[leaf] = round_to(weights[name], dtype)
-    return tree
 
 
 def _cos_sin(position_ids, text, variant):
@@ -122,7 +110,7 @@ def recompute_lm(stage, inputs, weights, config, variant=LM_SPEC):
     x = round_to(inputs[needed[0]], v.inputs)
     if stage.startswith("lm.layers."):
         i = int(stage.split(".")[2])
-        layer = _layer(weights, i, v.weights)
+        layer = round_tree(layer_weights(weights, i, np.float64), v.weights)
         if stage.endswith(".attn_residual"):
             cos, sin = (np.asarray(inputs[name], np.float64) for name in ("mrope_cos", "mrope_sin"))
             if v.positions_1d or v.sections_rotated or v.sections is not None:

@@ -92,10 +92,10 @@ def stage_inputs(stage, depth):
     return None
 
 
-def _w(tree, dtype):
-    """A nested weight dict as float64, rounded to ``dtype`` first."""
+def round_tree(tree, dtype):
+    """A nested weight dict as float64, rounded to ``dtype`` first (None: not rounded)."""
     if isinstance(tree, dict):
-        return {k: _w(v, dtype) for k, v in tree.items()}
+        return {k: round_tree(v, dtype) for k, v in tree.items()}
     return round_to(tree, dtype)
 
 
@@ -144,7 +144,7 @@ def recompute(stage, inputs, weights, config, grid, variant=SPEC):
         out = x @ weight.reshape(weight.shape[0], -1).T
     elif stage.startswith("blocks."):
         i = int(stage.split(".")[1])
-        block = _w(weights["blocks"][i], v.weights)
+        block = round_tree(weights["blocks"][i], v.weights)
         if stage.endswith(".attn_residual"):
             index, cu_window = window_index(grid, window_size=config.window_size, patch_size=config.patch_size,
                                             spatial_merge_size=config.spatial_merge_size)
@@ -156,7 +156,7 @@ def recompute(stage, inputs, weights, config, grid, variant=SPEC):
         else:
             out = _mlp_half(x, block["norm2"], block["mlp"], config.hidden_act, v)
     else:
-        merger = _w(weights["merger"], v.weights)
+        merger = round_tree(weights["merger"], v.weights)
         if stage == "merger.ln_q":
             out = rms_norm(x, **merger["ln_q"], eps=VISION_EPS if v.eps is None else v.eps)
         else:  # consecutive rows of the original order are one merge block: no permutation needed

@@ -40,6 +40,13 @@ def hypothesis_threshold(kind, judged, hf_error):
     return local_bound(kind, judged) or 0.0
 
 
+def _note_golden_inputs(row, from_golden):
+    """Say in the row which of its stage's inputs came from the golden (the dump lacks them)."""
+    if from_golden:
+        row.note = "; ".join(filter(None, [row.note, "local from the golden's " + ", ".join(
+            f"`{k}`" for k in from_golden) + " (not in the dump)"]))
+
+
 def _inputs(row, tower, golden, values):
     """({input stage: float64 array}, [inputs taken from the golden]) of ``row``'s stage."""
     base = row.stage[len(tower) + 1:]
@@ -86,9 +93,7 @@ def add_local_verdicts(rows, golden, weights_of):
             expected = recompute(base, inputs, weights, config, grid)
             row.local = rel_error(row.values, expected)
             row.tol = Tol(bound, row.tol.accumulated)
-            if from_golden:
-                row.note = "; ".join(filter(None, [row.note, "local from the golden's " + ", ".join(
-                    f"`{k}`" for k in from_golden) + " (not in the dump)"]))
+            _note_golden_inputs(row, from_golden)
             if row.local > bound:
                 threshold = hypothesis_threshold(row.kind, row.judged_as, hf_errors.get(row.stage))
                 act = MERGER_ACT if base == "output" else config.hidden_act
@@ -142,9 +147,7 @@ def add_lm_local_verdicts(rows, golden, model):
             continue
         row.local = rel_error(row.values, expected)
         row.tol = Tol(bound, row.tol.accumulated)
-        if from_golden:
-            row.note = "; ".join(filter(None, [row.note, "local from the golden's " + ", ".join(
-                f"`{k}`" for k in from_golden) + " (not in the dump)"]))
+        _note_golden_inputs(row, from_golden)
         if row.local > bound:
             threshold = bound if row.kind == "text_rotary" else hypothesis_threshold(
                 row.kind, row.judged_as, golden.hf_errors.get(row.stage))
