@@ -286,7 +286,7 @@ def checkpoint_golden(folder, prompt, *, images=(), videos=(), video_fps=None, l
                                             f"rotary and language model: {max(bound, floor):.2g}) at {len(bad)} "
                                             f"stage(s): {bad}; nothing written")
     tensors = {**image_stages, **{k: np.asarray(v) for k, v in inputs.items()}, **trace}
-    metadata = {"kind": "model", "checkpoint": str(folder), "prompt": prompt, "config": config.to_dict(),
+    metadata = {"kind": "model", "checkpoint": str(folder.resolve()), "prompt": prompt, "config": config.to_dict(),
                 "stored_layers": list(layers), "stored_blocks": list(blocks),
                 "dtype": "float64 (reference), weights as stored in the shards",
                 "hf_crosscheck": (f"Qwen2_5_VLForConditionalGeneration float32 fed mm_token_type_ids, every float "
