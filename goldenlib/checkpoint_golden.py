@@ -36,7 +36,7 @@ from reference.preprocess import TORCHVISION_STAGES
 from .image_goldens import image_stage_tensors
 from .shard_weights import FolderError, ShardWeights
 from .stage_vocabulary import case_stages
-from .tolerances import CHECKPOINT_VS_HF_FLOAT32_BOUND, rel_error
+from .tolerances import CHECKPOINT_VS_HF_FLOAT32_BOUND, float32_text_rotary_error, rel_error
 
 IMAGE_PAD, VIDEO_PAD, START, END = "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"
 # stages whose values must equal HF's exactly (integers and the processor's outputs)
@@ -235,10 +235,8 @@ def hf_crosscheck(folder, ids, types, inputs, trace):
 
 
 def rotary_floor(position_ids):
-    """What HF's float32 text rotary alone is off by at the largest position: its angle position * inv_freq
-    is rounded twice in float32 (inv_freq, the product), about 3 * position * 2**-24 in cos and sin (2.6e-7
-    at position 37, 5e-4 near 10000). Long inputs get this bound instead of a fixed one."""
-    return 3 * int(np.max(position_ids, initial=0)) * 2.0**-24
+    """HF's float32 text rotary error at the largest of ``position_ids`` (``float32_text_rotary_error``)."""
+    return float32_text_rotary_error(int(np.max(position_ids, initial=0)))
 
 
 def checkpoint_golden(folder, prompt, *, images=(), videos=(), video_fps=None, layers=None, blocks=None,

@@ -19,7 +19,6 @@ IMAGE_STAGES = IMAGE_PIPELINE[1:]
 # The processor's outputs (one per case, all images together).
 PROCESSOR_OUTPUTS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 PIXEL_OUTPUTS = ("pixel_values", "pixel_values_videos")
-GRID_OUTPUTS = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
 # What the language model sees: the positions cases' stages, pipeline order; all integers but the text rotary.
 POSITION_STAGES = ("input_ids", "attention_mask", "expanded_input_ids", "mm_token_type_ids", "position_ids", "deltas",
                    "mrope_cos", "mrope_sin")
@@ -32,8 +31,8 @@ BLOCK_STAGES = ("attn_residual", "output")
 LM_HEAD = ("lm.inputs_embeds",)
 LM_LAYER_STAGES = ("attn_residual", "output")
 LM_TAIL = ("lm.norm", "lm.logits")
-LM_KINDS = {"lm.inputs_embeds": "lm_embeds", "attn_residual": "lm_attn_residual", "output": "lm_layer_output",
-            "lm.norm": "lm_norm", "lm.logits": "lm_logits"}
+LM_KINDS = {"lm.inputs_embeds": "lm_embeds", "lm.norm": "lm_norm", "lm.logits": "lm_logits"}
+LM_LAYER_KINDS = {"attn_residual": "lm_attn_residual", "output": "lm_layer_output"}
 # The towers of a whole model: the images' run and the videos' run (HF runs them apart).
 MODEL_TOWERS = ("visual", "visual_video")
 # Integer tower stages (and second_per_grid_ts, a float computed from integers): exact.
@@ -41,8 +40,6 @@ INDEX_STAGES = ("window_index", "cu_seqlens", "cu_window_seqlens", "image_grid_t
                 "second_per_grid_ts")
 # Kinds compared exactly whatever the dtype.
 EXACT_KINDS = ("image", "index", "positions")
-# Float tower kinds (a tolerance per dtype in PARITY_TOLERANCES).
-TOWER_FLOAT_KINDS = ("rotary", "patch_embed", "attn_residual", "block_output", "merger.ln_q", "output")
 
 
 def block_stages(depth):
@@ -60,11 +57,6 @@ def tower_stage_order(stages, depth):
     return [s for s in tower_stages(depth) if s in stages]
 
 
-def lm_stages(num_layers):
-    """Every language-model stage of a model of ``num_layers`` layers, in order."""
-    return LM_HEAD + tuple(f"lm.layers.{i}.{s}" for i in range(num_layers) for s in LM_LAYER_STAGES) + LM_TAIL
-
-
 def is_lm_stage(stage):
     return stage.startswith("lm.")
 
@@ -73,7 +65,7 @@ def stage_kind(stage):
     """The tolerance kind of an unprefixed stage name (``blocks.3.output`` -> ``block_output``,
     ``lm.layers.2.output`` -> ``lm_layer_output``)."""
     if is_lm_stage(stage):
-        kind = LM_KINDS.get(stage) or LM_KINDS.get(stage.rsplit(".", 1)[-1] if stage.startswith("lm.layers.") else "")
+        kind = LM_LAYER_KINDS.get(stage.rsplit(".", 1)[-1]) if stage.startswith("lm.layers.") else LM_KINDS.get(stage)
         if kind is None:
             raise ValueError(f"unknown stage {stage!r}")
         return kind

@@ -246,13 +246,21 @@ PARITY_TOLERANCES = {
 }
 
 
+def float32_text_rotary_error(max_position):
+    """What HF's float32 text rotary alone is off by at the largest position: its angle position * inv_freq
+    is rounded twice in float32 (inv_freq, the product), about 3 * position * 2**-24 in cos and sin (2.6e-7
+    at position 37, 5e-4 near 10000). Long inputs get this bound instead of a fixed one."""
+    return 3 * max_position * 2.0**-24
+
+
 def text_rotary_bound(dtype, max_position):
     """A dump's mRoPE cos / sin against the golden's (float64), for positions up to ``max_position``:
-    float32 as HF computes them, whose angle is off by about |angle| * 2^-24 (3 x the largest position x
-    2^-24, at least POSITIONS_ROTARY_VS_HF_BOUND); a bfloat16 or float16 model casts the tables to its
-    dtype: one rounding of a value of size <= 1 (measured, HF's model with hooks on the lm_* goldens:
-    bfloat16 1.93e-3, float16 2.43e-4); float64: DRIFT_BOUNDS'. None for another dtype."""
-    floor = max(POSITIONS_ROTARY_VS_HF_BOUND, MROPE_PORT_FLOAT32_VS_GOLDEN_BOUND, 3 * max_position * 2.0**-24)
+    float32 as HF computes them (``float32_text_rotary_error``, at least POSITIONS_ROTARY_VS_HF_BOUND); a
+    bfloat16 or float16 model casts the tables to its dtype: one rounding of a value of size <= 1 (measured,
+    HF's model with hooks on the lm_* goldens: bfloat16 1.93e-3, float16 2.43e-4); float64: DRIFT_BOUNDS'.
+    None for another dtype."""
+    floor = max(POSITIONS_ROTARY_VS_HF_BOUND, MROPE_PORT_FLOAT32_VS_GOLDEN_BOUND,
+                float32_text_rotary_error(max_position))
     return {"float64": DRIFT_BOUNDS["float64"], "float32": floor, "bfloat16": MROPE_PORT_BFLOAT16_VS_HF_BOUND,
             "float16": 2.0**-11}.get(dtype)
 

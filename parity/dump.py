@@ -88,6 +88,12 @@ class Golden:
     model_weights: callable = None  # () -> (tower weights, language-model weights), or None: not at hand
     notes: list = field(default_factory=list)
 
+    @property
+    def max_position(self):
+        """The largest text position of the case (0 without positions): the text rotary's bound grows with it."""
+        positions = self.tensors.get("position_ids")
+        return 0 if positions is None else int(np.max(positions))
+
     def tower_weights(self, tower):
         """A tower's weights nested as ``reference.vision`` takes them, or None when not at hand (the 3B
         tower's are regenerated per use: a minute; an own-checkpoint golden whose folder is gone)."""
@@ -415,8 +421,7 @@ def _compare_stage(golden, target, name, tensor, dtype):
     if kind not in EXACT_KINDS and not tensor.is_float:
         return _problem_row(target, expected.shape, tensor.dtype, judged, kind,
                             f"dtype {tensor.dtype}; a float stage needs a float dtype")
-    positions = golden.tensors.get("position_ids")
-    bound = dump_tolerance(kind, judged, 0 if positions is None else int(np.max(positions)))
+    bound = dump_tolerance(kind, judged, golden.max_position)
     if bound is None:
         return _problem_row(target, expected.shape, tensor.dtype, judged, kind,
                             f"no tolerance for a {kind} stage in {judged}")
@@ -715,25 +720,26 @@ def _attribute_by_magnitude(report, golden, first, tower, base, size):
 def _unpermuted_windows(golden, tower, base, first):
     """Whether a window block's ``attn_residual`` in the dump is what the block computes from its
     golden input with the window segments applied to UNPERMUTED rows (the spec's window-order mistake),
-    within the loosest precision's bound. Recomputed with the NumPy reference and the tower's weights."""
+    within the loosest precision's bound: ``goldenlib.local_stages``'s window-order variant, on the
+    tower's weights (regenerated when not stored: a magnitude-only verdict has no local one to reuse)."""
     parts = base.split(".")
     if len(parts) != 3 or parts[0] != "blocks" or parts[2] != "attn_residual":
         return False
-    i, config = int(parts[1]), golden.towers[tower]
-    source = f"{tower}.patch_embed" if i == 0 else f"{tower}.blocks.{i - 1}.output"
-    if i in config.fullatt_block_indexes or source not in golden.tensors:
+    config = golden.towers[tower]
+    if int(parts[1]) in config.fullatt_block_indexes:
         return False
-    from reference.vision import cast, nest_weights, vision_block
+    from goldenlib.local_stages import Variant, recompute, stage_inputs
+    from reference.vision import nest_weights
 
     from .cases import tower_weights
 
-    t = golden.tensors
-    block = cast(nest_weights(tower_weights(tower), config)["blocks"][i], np.float64)
-    trace = {}
-    vision_block(np.asarray(t[source], np.float64), t[f"{tower}.rotary_cos"], t[f"{tower}.rotary_sin"],
-                 t[f"{tower}.cu_window_seqlens"], **block, num_heads=config.num_heads, act=config.hidden_act,
-                 trace=trace)
-    return abs_errors(first.values, trace["attn_residual"])[2] <= order_bound(first.kind, 0.0, first.dtype)
+    inputs = {name: golden.tensors.get(f"{tower}.{name}") for name in stage_inputs(base, config.depth)}
+    if any(value is None for value in inputs.values()):
+        return False
+    grid = golden.tensors.get("video_grid_thw", golden.tensors.get("image_grid_thw"))
+    expected = recompute(base, inputs, nest_weights(tower_weights(tower), config), config, grid,
+                         Variant(window_order=False))
+    return abs_errors(first.values, expected)[2] <= order_bound(first.kind, 0.0, first.dtype)
 
 
 # Where each language-model stage's own computation can go wrong (docs/spec.md, the language side).

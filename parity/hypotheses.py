@@ -112,27 +112,34 @@ def order_variants(stage, kind, config):
              "block 0): the window order", Variant(window_order=False))]
 
 
-def explain(stage, kind, values, local_error, inputs, weights, config, grid, threshold, act, bounds):
-    """The best :class:`Explanation` of a stage whose local error is beyond its tolerance, or None
-    (a formula difference nothing here names). ``values``: the implementation's stage (float64);
-    ``inputs``: what it was computed from (its own where it has them); ``bounds(kind, dtype)``: the
-    local bounds."""
+def _best(values, kind, local_error, threshold, bounds, candidates, variant_class):
+    """The best :class:`Explanation` among ``candidates`` ((family, what, variant, recomputed stage), made
+    lazily), or None; a stage evidently computed in a low precision (:func:`computed_in`) first."""
     low = computed_in(values, kind, local_error, bounds)
     if low is not None:
         return Explanation("precision", f"the stage computed in {low} (every value a {low} number, local error within "
-                                        f"the {low} bound {bounds(kind, low):.2g})", local_error, Variant(output=low))
+                                        f"the {low} bound {bounds(kind, low):.2g})", local_error,
+                           variant_class(output=low))
     best = None
-    for family, variants in (("precision", precision_variants(kind)), ("formula", formula_variants(kind, act)),
-                             ("order", order_variants(stage, kind, config))):
-        for what, variant in variants:
-            expected = recompute(stage, inputs, weights, config, grid, variant)
-            if expected is None:
-                continue
-            residual = rel_error(values, expected)
-            if residual <= threshold and residual * MIN_GAIN <= local_error and (
-                    best is None or residual < best.residual):
-                best = Explanation(family, what, residual, variant)
+    for family, what, variant, expected in candidates:
+        if expected is None or np.shape(expected) != np.shape(values):
+            continue
+        residual = rel_error(values, expected)
+        if residual <= threshold and residual * MIN_GAIN <= local_error and (best is None or residual < best.residual):
+            best = Explanation(family, what, residual, variant)
     return best
+
+
+def explain(stage, kind, values, local_error, inputs, weights, config, grid, threshold, act, bounds):
+    """The best :class:`Explanation` of a tower stage whose local error is beyond its tolerance, or None
+    (a formula difference nothing here names). ``values``: the implementation's stage (float64);
+    ``inputs``: what it was computed from (its own where it has them); ``bounds(kind, dtype)``: the
+    local bounds."""
+    families = (("precision", precision_variants(kind)), ("formula", formula_variants(kind, act)),
+                ("order", order_variants(stage, kind, config)))
+    candidates = ((family, what, variant, recompute(stage, inputs, weights, config, grid, variant))
+                  for family, variants in families for what, variant in variants)
+    return _best(values, kind, local_error, threshold, bounds, candidates, Variant)
 
 
 # ------------------------------------------------------------------ the language model's stages
@@ -169,16 +176,7 @@ def lm_variants(stage, kind, spec_eps, spec_sections):
 def explain_lm(stage, kind, values, local_error, inputs, weights, config, threshold, bounds):
     """The best :class:`Explanation` of a language-model stage (or text rotary table) whose local error is
     beyond its bound, or None (a formula difference nothing here names)."""
-    low = computed_in(values, kind, local_error, bounds)
-    if low is not None:
-        return Explanation("precision", f"the stage computed in {low} (every value a {low} number, local error within "
-                                        f"the {low} bound {bounds(kind, low):.2g})", local_error, LMVariant(output=low))
-    best = None
-    for family, what, variant in lm_variants(stage, kind, config.text.rms_norm_eps, tuple(config.text.mrope_section)):
-        expected = recompute_lm(stage, inputs, weights, config, variant)
-        if expected is None or np.shape(expected) != np.shape(values):
-            continue
-        residual = rel_error(values, expected)
-        if residual <= threshold and residual * MIN_GAIN <= local_error and (best is None or residual < best.residual):
-            best = Explanation(family, what, residual, variant)
-    return best
+    variants = lm_variants(stage, kind, config.text.rms_norm_eps, tuple(config.text.mrope_section))
+    candidates = ((family, what, variant, recompute_lm(stage, inputs, weights, config, variant))
+                  for family, what, variant in variants)
+    return _best(values, kind, local_error, threshold, bounds, candidates, LMVariant)

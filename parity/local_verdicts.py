@@ -40,11 +40,23 @@ def hypothesis_threshold(kind, judged, hf_error):
     return local_bound(kind, judged) or 0.0
 
 
-def _note_golden_inputs(row, from_golden):
-    """Say in the row which of its stage's inputs came from the golden (the dump lacks them)."""
+def _add_note(row, text):
+    row.note = "; ".join(filter(None, [row.note, text]))
+
+
+def _dump_values(rows):
+    """{stage: the dump's values} of the rows that could be compared."""
+    return {row.stage: row.values for row in rows if getattr(row, "values", None) is not None and row.problem is None}
+
+
+def _judge(row, expected, bound, from_golden):
+    """Set the row's local error and bound (and say which inputs came from the golden); whether it is a
+    local difference."""
+    row.local = rel_error(row.values, expected)
+    row.tol = Tol(bound, row.tol.accumulated)
     if from_golden:
-        row.note = "; ".join(filter(None, [row.note, "local from the golden's " + ", ".join(
-            f"`{k}`" for k in from_golden) + " (not in the dump)"]))
+        _add_note(row, "local from the golden's " + ", ".join(f"`{k}`" for k in from_golden) + " (not in the dump)")
+    return row.local > bound
 
 
 def _inputs(row, tower, golden, values):
@@ -69,8 +81,7 @@ def _inputs(row, tower, golden, values):
 def add_local_verdicts(rows, golden, weights_of):
     """Set ``local``, the local bound (``tol.local``), ``explanation`` and a note on every float tower
     row of ``rows`` whose tower's weights ``weights_of(tower)`` gives (None: not available)."""
-    values = {row.stage: row.values for row in rows if getattr(row, "values", None) is not None
-              and row.problem is None}
+    values = _dump_values(rows)
     grid = golden.tensors.get("video_grid_thw", golden.tensors.get("image_grid_thw"))
     hf_errors = golden.hf_errors
     for tower, config in golden.towers.items():
@@ -80,7 +91,7 @@ def add_local_verdicts(rows, golden, weights_of):
         weights = weights_of(tower)
         if weights is None:
             for row in own:
-                row.note = "; ".join(filter(None, [row.note, "no local verdict: this tower's weights are not stored"]))
+                _add_note(row, "no local verdict: this tower's weights are not stored")
             continue
         for row in own:
             if row.kind in GRID_ONLY:
@@ -90,11 +101,7 @@ def add_local_verdicts(rows, golden, weights_of):
             if inputs is None or bound is None:
                 continue
             base = row.stage[len(tower) + 1:]
-            expected = recompute(base, inputs, weights, config, grid)
-            row.local = rel_error(row.values, expected)
-            row.tol = Tol(bound, row.tol.accumulated)
-            _note_golden_inputs(row, from_golden)
-            if row.local > bound:
+            if _judge(row, recompute(base, inputs, weights, config, grid), bound, from_golden):
                 threshold = hypothesis_threshold(row.kind, row.judged_as, hf_errors.get(row.stage))
                 act = MERGER_ACT if base == "output" else config.hidden_act
                 row.explanation = explain(base, row.kind, row.values, row.local, inputs, weights, config, grid,
@@ -131,11 +138,10 @@ def add_lm_local_verdicts(rows, golden, model):
         return
     if model is None:
         for row in own:
-            row.note = "; ".join(filter(None, [row.note, "no local verdict: the model's weights are not at hand"]))
+            _add_note(row, "no local verdict: the model's weights are not at hand")
         return
     config, weights = model
-    values = {row.stage: row.values for row in rows if getattr(row, "values", None) is not None
-              and row.problem is None}
+    values = _dump_values(rows)
     for row in own:
         # the text rotary from the dump's own positions: the accumulated bound (it grows with the position)
         bound = row.tol.accumulated if row.kind == "text_rotary" else local_bound(row.kind, row.judged_as)
@@ -145,10 +151,7 @@ def add_lm_local_verdicts(rows, golden, model):
         expected = recompute_lm(row.stage, inputs, weights, config)
         if expected is None or np.shape(expected) != np.shape(row.values):
             continue
-        row.local = rel_error(row.values, expected)
-        row.tol = Tol(bound, row.tol.accumulated)
-        _note_golden_inputs(row, from_golden)
-        if row.local > bound:
+        if _judge(row, expected, bound, from_golden):
             threshold = bound if row.kind == "text_rotary" else hypothesis_threshold(
                 row.kind, row.judged_as, golden.hf_errors.get(row.stage))
             row.explanation = explain_lm(row.stage, row.kind, row.values, row.local, inputs, weights, config,
