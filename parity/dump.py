@@ -201,11 +201,6 @@ def _rebuilt_image_stages(name):
     return load_case(name).expected_image_stages()
 
 
-def split_name(name, towers):
-    """(tower or None, unprefixed stage)."""
-    return split_tower(name, towers)
-
-
 def stage_kind_of(base, tower):
     """The tolerance kind of an (unprefixed) golden stage; the image kind for what only a dump names
     (``input``)."""
@@ -357,7 +352,7 @@ class DumpReport(list):
 def _resolve(name, golden, config):
     """(golden name or None, why not) for dump tensor ``name``."""
     towers = golden.towers
-    tower, base = split_name(name, towers)
+    tower, base = split_tower(name, towers)
     if name in golden.tensors or tower is not None:
         if config is not None and tower is not None and tower != config:
             return None, f"{name}: a stage of tower {tower}, not of the one compared ({config})"
@@ -414,7 +409,7 @@ def _geometry_of(golden, target, base, tensor):
 
 def _compare_stage(golden, target, name, tensor, dtype):
     """One dump tensor against its golden stage: a :class:`DumpRow` (a problem row when it cannot be compared)."""
-    tower, base = split_name(target, golden.towers)
+    tower, base = split_tower(target, golden.towers)
     kind = stage_kind_of(base, tower)
     expected = np.asarray(golden.tensors[target], dtype=np.float64)
     judged = dtype if (dtype is not None and kind not in EXACT_KINDS) else tensor.dtype
@@ -483,7 +478,7 @@ def compare_dump(case, tensors, *, config=None, dtype=None):
     resolved, ignored = {}, []
     for name in dump:
         target, why = _resolve(name, golden, config)
-        if target is None and golden.rebuild is not None and split_name(name, golden.towers)[0] is None \
+        if target is None and golden.rebuild is not None and split_tower(name, golden.towers)[0] is None \
                 and name.split(".")[0] in IMAGE_PIPELINE:
             golden.tensors.update({k: v for k, v in golden.rebuild().items() if k not in golden.tensors})
             golden.rebuild = None
@@ -577,7 +572,7 @@ def _rotary_from_low_precision_inv_freq(report, golden, first):
     a model cast with ``.to(bfloat16)`` after it was built casts HF's rotary buffer too."""
     from reference.vision import vision_position_ids
 
-    tower, base = split_name(first.stage, golden.towers)
+    tower, base = split_tower(first.stage, golden.towers)
     config = golden.towers[tower]
     grid = golden.tensors.get("image_grid_thw", golden.tensors.get("video_grid_thw"))
     half = config.head_dim // 2
@@ -629,7 +624,7 @@ def attribute_dump(report, golden):
             hint = ("; after a video, transformers 5.x starts the next text at the run's start + max(h, w) / 2, "
                     "4.x at the largest position + 1 (docs/porting.md)")
         return Attribution("positions", f"positions: `{first.stage}` differs from HF 5.x ({size}){hint}")
-    tower, base = split_name(first.stage, golden.towers)
+    tower, base = split_tower(first.stage, golden.towers)
     if first.local is not None and tower is None:  # the language model, the text rotary
         return _attribute_locally(report, golden, first, None, first.stage, size)
     if first.local is not None:
